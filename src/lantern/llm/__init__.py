@@ -1,0 +1,1 @@
+"""LLM clients behind one interface, with a persistent response cache."""

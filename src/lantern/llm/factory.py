@@ -1,0 +1,28 @@
+"""Build the run's LLM client: HTTP when a URL is given, else in-process; always behind the response cache."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lantern.llm.base import LLMClient
+from lantern.llm.response_cache import CachedClient
+
+RESPONSE_CACHE = "llm_cache.sqlite"
+
+
+def make_client(llm_cfg, run_dir: Path, subject=None) -> CachedClient:
+    """`subject` (a loaded SubjectModel) is reused as the in-process LLM when no other model is named."""
+    inner: LLMClient
+    if llm_cfg.url:
+        from lantern.llm.http_client import HTTPClient
+
+        inner = HTTPClient(llm_cfg.url, llm_cfg.model or "default", api=llm_cfg.api, api_key_env=llm_cfg.api_key_env,
+                           concurrency=llm_cfg.concurrency, timeout=llm_cfg.timeout)
+    else:
+        from lantern.llm.transformers_client import TransformersClient
+        from lantern.models.loading import EMBEDDED_MODEL, load_subject_model
+
+        name = llm_cfg.model or EMBEDDED_MODEL
+        if subject is None or subject.name != name:
+            subject = load_subject_model(name)
+        inner = TransformersClient(subject.model, subject.tokenizer, model_id=name, batch_size=llm_cfg.batch_size)
+    return CachedClient(inner, Path(run_dir) / RESPONSE_CACHE)

@@ -1,0 +1,99 @@
+"""In-process LLM through transformers: batched generation and first-token log-probs, no server needed.
+
+Prompts are tokenized without special tokens and get exactly one BOS, as Gemma needs.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from lantern.llm.base import LLMClient, Request, Response
+
+
+class TransformersClient(LLMClient):
+    backend = "transformers"
+
+    def __init__(self, model: torch.nn.Module, tokenizer, model_id: str, batch_size: int = 8):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.batch_size = batch_size
+        self.bos_id = tokenizer.bos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def _encode(self, prompt: str) -> list[int]:
+        return [self.bos_id] + self.tokenizer(prompt, add_special_tokens=False).input_ids
+
+    def _left_padded(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+        return ids, mask
+
+    def complete(self, requests: list[Request]) -> list[Response]:
+        answers: list[Response | None] = [None] * len(requests)
+        encoded = [self._encode(r.prompt) for r in requests]
+        # Group by sampling settings, then by length, so padding stays small.
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault((r.max_tokens, r.temperature, r.stop, r.top_logprobs), []).append(i)
+        for (max_tokens, temperature, stop, top_logprobs), members in groups.items():
+            members.sort(key=lambda i: len(encoded[i]))
+            for lo in range(0, len(members), self.batch_size):
+                batch = members[lo:lo + self.batch_size]
+                start = time.perf_counter()
+                if max_tokens == 1:
+                    results = self._one_token([encoded[i] for i in batch], top_logprobs)
+                else:
+                    results = self._generate([encoded[i] for i in batch], max_tokens, temperature, stop, top_logprobs)
+                seconds = (time.perf_counter() - start) / len(batch)
+                for i, response in zip(batch, results):
+                    response.seconds = seconds
+                    answers[i] = response
+        return [a for a in answers if a is not None]
+
+    def _top(self, logits: torch.Tensor, k: int) -> dict[str, float]:
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        values, ids = logprobs.topk(k)
+        out: dict[str, float] = {}
+        for token, lp in zip(self.tokenizer.convert_ids_to_tokens(ids.tolist()), values.tolist()):
+            text = token.replace("\u2581", " ")
+            out[text] = max(out.get(text, -1e9), lp)
+        return out
+
+    @torch.inference_mode()
+    def _one_token(self, sequences: list[list[int]], top_logprobs: int) -> list[Response]:
+        ids, mask = self._left_padded(sequences)
+        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
+        responses = []
+        for row, seq in zip(logits, sequences):
+            text = self.tokenizer.decode([int(row.argmax())])
+            responses.append(Response(text=text, first_token_logprobs=self._top(row, max(top_logprobs, 1)),
+                                      prompt_tokens=len(seq), completion_tokens=1))
+        return responses
+
+    @torch.inference_mode()
+    def _generate(self, sequences: list[list[int]], max_tokens: int, temperature: float, stop: tuple[str, ...],
+                  top_logprobs: int) -> list[Response]:
+        ids, mask = self._left_padded(sequences)
+        sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
+        out = self.model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, pad_token_id=self.pad_id,
+            stop_strings=list(stop) or None, tokenizer=self.tokenizer, return_dict_in_generate=True,
+            output_scores=top_logprobs > 0, top_p=None, top_k=None, **sampling)
+        responses = []
+        for row in range(len(sequences)):
+            new = out.sequences[row, ids.shape[1]:]
+            new = new[new != self.pad_id]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            for s in stop:
+                if s in text:
+                    text = text[: text.index(s)]
+            first = self._top(out.scores[0][row], top_logprobs) if top_logprobs > 0 else None
+            responses.append(Response(text=text, first_token_logprobs=first, prompt_tokens=len(sequences[row]),
+                                      completion_tokens=int(len(new))))
+        return responses

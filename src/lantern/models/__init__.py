@@ -1,0 +1,1 @@
+"""Subject model loading, hookpoint resolution and truncated forward passes."""

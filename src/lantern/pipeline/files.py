@@ -1,0 +1,17 @@
+"""Paths inside a run directory."""
+from pathlib import Path
+
+CACHE = "cache"
+RECORDS = "records"
+EXPLANATIONS = "explanations.parquet"
+SCORES = "scores.parquet"
+EXAMPLES = "examples.parquet"
+SUMMARY = "summary.json"
+
+
+def records_file(run_dir: Path, coder: str) -> Path:
+    return Path(run_dir) / RECORDS / f"{coder}.parquet"
+
+
+def latents_file(run_dir: Path, coder: str) -> Path:
+    return Path(run_dir) / RECORDS / f"{coder}.latents.parquet"

@@ -1,0 +1,30 @@
+"""Stage 2: per coder, the examples of the latents to explain (explain/test splits, verified negatives)."""
+from __future__ import annotations
+
+import time
+
+from lantern.cache.reader import LatentCache
+from lantern.config import RunConfig
+from lantern.io import read_json, write_parquet
+from lantern.pipeline.files import CACHE, latents_file, records_file
+from lantern.records.build import build_records
+
+
+def coder_names(cfg: RunConfig) -> list[str]:
+    """Coder names in config order, read from the finished cache manifests."""
+    names = []
+    for manifest in sorted((cfg.path / CACHE).glob("*/manifest.json")):
+        names.append(read_json(manifest)["coder"]["name"])
+    return names
+
+
+def run_records(cfg: RunConfig) -> dict:
+    started = time.perf_counter()
+    counts = {}
+    for name in coder_names(cfg):
+        cache = LatentCache(cfg.path / CACHE, name)
+        rows, summary = build_records(cache, cfg.records, cfg.latents)
+        write_parquet(records_file(cfg.path, name), rows)
+        write_parquet(latents_file(cfg.path, name), summary)
+        counts[name] = sum(s["has_record"] for s in summary)
+    return {"seconds": time.perf_counter() - started, "latents": counts}

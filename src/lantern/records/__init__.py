@@ -1,0 +1,1 @@
+"""Latent records: activating windows, verified negatives, disjoint explain/test splits."""

@@ -1,0 +1,68 @@
+"""The summary a run prints and saves: per coder and scorer, mean scores over latents with intervals."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+from scipy import stats
+
+from lantern.config import RunConfig
+from lantern.io import write_json
+from lantern.pipeline.files import EXPLANATIONS, SCORES, SUMMARY
+
+
+def _mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95% t-interval over latents (nan when fewer than two)."""
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(arr) == 0:
+        return float("nan"), float("nan")
+    if len(arr) < 2:
+        return float(arr.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr))
+    return float(arr.mean()), float(half)
+
+
+def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
+    scores = pq.read_table(cfg.path / SCORES).to_pylist() if (cfg.path / SCORES).exists() else []
+    explanations = pq.read_table(cfg.path / EXPLANATIONS).to_pylist() if (cfg.path / EXPLANATIONS).exists() else []
+    rows = []
+    for coder in dict.fromkeys(r["coder"] for r in explanations):
+        explained = [r for r in explanations if r["coder"] == coder]
+        for scorer in cfg.scorers:
+            mine = [r for r in scores if r["coder"] == coder and r["scorer"] == scorer]
+            ba, ba_ci = _mean_ci([r["balanced_accuracy"] for r in mine])
+            auroc, auroc_ci = _mean_ci([r["auroc"] for r in mine])
+            rows.append({"coder": coder, "scorer": scorer, "latents": len(mine),
+                         "explanations_failed": sum(r["failed"] for r in explained),
+                         "balanced_accuracy": ba, "balanced_accuracy_ci95": ba_ci, "auroc": auroc,
+                         "auroc_ci95": auroc_ci, "examples": sum(r["n"] for r in mine),
+                         "failed_answers": sum(r["n_failed"] for r in mine)})
+    summary = {"run_dir": str(cfg.path), "stage_seconds": stage_seconds, "rows": rows}
+    write_json(cfg.path / SUMMARY, summary)
+    return summary
+
+
+def _fmt(mean: float, half: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.3f}" + ("" if math.isnan(half) else f" ± {half:.3f}")
+
+
+def print_summary(summary: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="lantern: mean over latents (± 95% CI)")
+    for column in ("coder", "scorer", "latents", "balanced acc.", "AUROC", "examples", "failed answers",
+                   "failed explanations"):
+        table.add_column(column)
+    for r in summary["rows"]:
+        table.add_row(r["coder"], r["scorer"], str(r["latents"]), _fmt(r["balanced_accuracy"], r["balanced_accuracy_ci95"]),
+                      _fmt(r["auroc"], r["auroc_ci95"]), str(r["examples"]), str(r["failed_answers"]),
+                      str(r["explanations_failed"]))
+    console.print(table)
+    times = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items())
+    if times:
+        console.print(f"stage times: {times}")
+    console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
