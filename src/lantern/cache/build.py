@@ -57,13 +57,17 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
         if manifest_path.exists() and read_json(manifest_path).get("fingerprint") == fingerprint:
             manifests[coder.name] = read_json(manifest_path)
             continue
+        # A manifest of other tokens or another coder is stale: never leave it marking the cache finished.
+        manifest_path.unlink(missing_ok=True)
         parts = cdir / layout.PARTS
         stamp = parts / "fingerprint.txt"
-        if parts.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+        # Parts are numbered by batch, so they can only be reused with the same batch size.
+        parts_key = f"{fingerprint} batch_size={batch_size}"
+        if parts.exists() and (not stamp.exists() or stamp.read_text() != parts_key):
             for stale in parts.glob("*.npz"):
                 stale.unlink()
         parts.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(fingerprint)
+        stamp.write_text(parts_key)
         pending.append(coder)
     if not pending:
         return manifests

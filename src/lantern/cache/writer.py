@@ -18,14 +18,15 @@ from lantern.io import atomic_path, write_json, write_npy
 
 def sparse_to_triplets(acts: SparseActs, token_offset: int, keep: np.ndarray | None = None):
     """Flatten [n, k] sparse codes to (latent, token, value) triplets of strictly positive activations."""
-    values = acts.values.float().numpy()
+    # Filtered at the stored precision: a tiny value that rounds to 0 in float16 is no activation.
+    values = acts.values.float().numpy().astype(np.float16)
     indices = acts.indices.numpy()
     n, k = values.shape
     tokens = np.broadcast_to(np.arange(token_offset, token_offset + n, dtype=np.uint32)[:, None], (n, k))
     mask = values > 0
     if keep is not None:
         mask &= keep[:, None]
-    return indices[mask].astype(np.int32), tokens[mask], values[mask].astype(np.float16)
+    return indices[mask].astype(np.int32), tokens[mask], values[mask]
 
 
 def write_part(path: Path, latents: np.ndarray, tokens: np.ndarray, values: np.ndarray, num_latents: int) -> None:

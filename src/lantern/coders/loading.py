@@ -27,7 +27,10 @@ def embedded_sae_dir() -> Path:
 def _mlp_width(model: torch.nn.Module, layer: int) -> int:
     from lantern.models.hookpoints import trunk
 
-    return trunk(model).layers[layer].mlp.down_proj.in_features
+    layers = trunk(model).layers
+    if not 0 <= layer < len(layers):
+        raise LanternError(f"--layer {layer} does not exist: the model has layers 0..{len(layers) - 1}")
+    return layers[layer].mlp.down_proj.in_features
 
 
 def load_coder(spec: str, model: torch.nn.Module, layer: int = EMBEDDED_SAE_LAYER) -> SparseCoder:

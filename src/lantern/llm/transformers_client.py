@@ -7,8 +7,21 @@ from __future__ import annotations
 import time
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from lantern.llm.base import LLMClient, Request, Response
+
+
+class _StopOnText(StoppingCriteria):
+    """Stops each row once its generated text contains a stop string. (transformers' own `stop_strings`
+    precomputes a table over the whole vocabulary, which takes minutes for Gemma's 262k tokens.)"""
+
+    def __init__(self, tokenizer, prompt_width: int, stop: tuple[str, ...]):
+        self.tokenizer, self.prompt_width, self.stop = tokenizer, prompt_width, stop
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool)
 
 
 class TransformersClient(LLMClient):
@@ -83,7 +96,8 @@ class TransformersClient(LLMClient):
         sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, pad_token_id=self.pad_id,
-            stop_strings=list(stop) or None, tokenizer=self.tokenizer, return_dict_in_generate=True,
+            stopping_criteria=StoppingCriteriaList([_StopOnText(self.tokenizer, ids.shape[1], stop)]) if stop else None,
+            return_dict_in_generate=True,
             output_scores=top_logprobs > 0, top_p=None, top_k=None, **sampling)
         responses = []
         for row in range(len(sequences)):

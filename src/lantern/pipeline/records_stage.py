@@ -5,6 +5,7 @@ import time
 
 from lantern.cache.reader import LatentCache
 from lantern.config import RunConfig
+from lantern.errors import LanternError
 from lantern.io import read_json, write_parquet
 from lantern.pipeline.files import CACHE, latents_file, records_file
 from lantern.records.build import build_records
@@ -27,4 +28,8 @@ def run_records(cfg: RunConfig) -> dict:
         write_parquet(records_file(cfg.path, name), rows)
         write_parquet(latents_file(cfg.path, name), summary)
         counts[name] = sum(s["has_record"] for s in summary)
+    if not any(counts.values()):
+        raise LanternError(
+            f"no latent has {cfg.records.min_windows} disjoint activating windows of {cfg.records.ctx_len} tokens "
+            f"in {cfg.tokens} tokens; cache more tokens (--tokens)")
     return {"seconds": time.perf_counter() - started, "latents": counts}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lantern.cache.reader import LatentCache
+from lantern.errors import LanternError
 from lantern.records.windows import activating_windows, random_negative_windows, window_activations
 
 N_DECILES = 10
@@ -60,8 +61,17 @@ def _rows(latent: int, split: str, kind: str, source: str, starts: np.ndarray, a
     return rows
 
 
+def check_window_fits(cfg: RecordConfig, seq_len: int) -> None:
+    """A window must hold its centre and fit in a sequence after the BOS (which is never shown)."""
+    if not 0 <= cfg.tokens_before < cfg.ctx_len < seq_len:
+        raise LanternError(
+            f"windows of ctx_len={cfg.ctx_len} with tokens_before={cfg.tokens_before} do not fit sequences of "
+            f"seq_len={seq_len}: need 0 <= tokens_before < ctx_len < seq_len (position 0 is the BOS)")
+
+
 def latent_examples(cache: LatentCache, latent: int, cfg: RecordConfig) -> list[dict] | None:
     """All example rows of one latent, or None if it has too few disjoint activating windows."""
+    check_window_fits(cfg, cache.seq_len)
     token_index, values = cache.activations(latent)
     seq_len, n_seq = cache.seq_len, cache.tokens.shape[0]
     starts = activating_windows(token_index, values, seq_len, cfg.ctx_len, cfg.tokens_before)
@@ -103,6 +113,7 @@ def latent_examples(cache: LatentCache, latent: int, cfg: RecordConfig) -> list[
 
 def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None) -> tuple[list[dict], list[dict]]:
     """Example rows of up to `n_latents` latents, and one summary row per attempted latent."""
+    check_window_fits(cfg, cache.seq_len)
     rows: list[dict] = []
     summary: list[dict] = []
     for latent in candidate_order(cache, cfg).tolist():

@@ -1,0 +1,117 @@
+"""Bad input through the real CLI: one clear line on stderr, exit code 2, no traceback, nothing lost."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model, tokenizer) -> Path:
+    """The tiny Gemma 3 saved like any Hugging Face model, so `--model DIR` takes the normal loading path."""
+    out = tmp_path_factory.mktemp("tiny-model")
+    tiny_model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text(" ".join(["In the beginning was the word, and the word was with the people."] * 1000))
+    return path
+
+
+def _sparsify_folder(root: Path, hookpoint: str, d_in: int, latents: int = 32, k: int = 4) -> Path:
+    folder = root / hookpoint
+    folder.mkdir(parents=True)
+    cfg = {"activation": "topk", "expansion_factor": 1, "normalize_decoder": True, "num_latents": latents, "k": k,
+           "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": d_in}
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    g = torch.Generator().manual_seed(0)
+    save_file({"encoder.weight": torch.randn(latents, d_in, generator=g), "encoder.bias": torch.zeros(latents),
+               "W_dec": torch.randn(latents, d_in, generator=g), "b_dec": torch.zeros(d_in)}, folder / "sae.safetensors")
+    return folder
+
+
+def _lantern(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lantern.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def _assert_one_clear_line(done: subprocess.CompletedProcess, *needles: str) -> None:
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, done.stderr
+    text = " ".join(done.stderr.split())
+    for needle in needles:
+        assert needle in text, text
+
+
+def _cache(tmp_path: Path, model_dir: Path, corpus: Path, coder: Path | str, layer: int = 1) -> subprocess.CompletedProcess:
+    return _lantern("cache", "--run-dir", str(tmp_path / "run"), "--model", str(model_dir), "--corpus", str(corpus),
+                    "--coders", str(coder), "--tokens", "512", "--layer", str(layer))
+
+
+def test_unknown_hookpoint_lists_valid_ones(tmp_path, model_dir, corpus_file):
+    coder = _sparsify_folder(tmp_path / "coders", "layers.99", d_in=64)
+    _assert_one_clear_line(_cache(tmp_path, model_dir, corpus_file, coder), "'layers.99' does not exist", "Valid:")
+
+
+def test_coder_width_mismatch(tmp_path, model_dir, corpus_file):
+    coder = _sparsify_folder(tmp_path / "coders", "layers.1", d_in=640)
+    done = _cache(tmp_path, model_dir, corpus_file, coder)
+    _assert_one_clear_line(done, "expects d_in=640", "width 64")
+    assert not list((tmp_path / "run" / "cache").glob("*/manifest.json"))
+
+
+def test_coder_folder_missing_file(tmp_path, model_dir, corpus_file):
+    coder = _sparsify_folder(tmp_path / "coders", "layers.1", d_in=64)
+    (coder / "sae.safetensors").unlink()
+    _assert_one_clear_line(_cache(tmp_path, model_dir, corpus_file, coder), "lacks sae.safetensors")
+
+
+def test_neuron_layer_out_of_range(tmp_path, model_dir, corpus_file):
+    _assert_one_clear_line(_cache(tmp_path, model_dir, corpus_file, "neurons", layer=6), "--layer 6 does not exist")
+
+
+def test_empty_corpus(tmp_path, model_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    _assert_one_clear_line(_cache(tmp_path, model_dir, empty, "neurons"), "empty")
+
+
+def test_missing_corpus_file(tmp_path, model_dir):
+    _assert_one_clear_line(_cache(tmp_path, model_dir, tmp_path / "nope.txt", "neurons"), "nope.txt")
+
+
+def test_server_refusing_connections_keeps_earlier_stages(tmp_path, model_dir, corpus_file):
+    coder = _sparsify_folder(tmp_path / "coders", "layers.1", d_in=64)
+    run = tmp_path / "run"
+    done = _lantern("cache", "--run-dir", str(run), "--model", str(model_dir), "--corpus", str(corpus_file),
+                    "--coders", str(coder), "--tokens", "8192", "--latents", "2")
+    assert done.returncode == 0, done.stderr
+    assert _lantern("records", "--run-dir", str(run)).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again before the call: nothing listens there
+    done = _lantern("explain", "--run-dir", str(run), "--llm-url", f"http://127.0.0.1:{port}/v1", "--llm-model", "m")
+    _assert_one_clear_line(done, "refuses connections")
+    assert (run / "cache" / "layers_1" / "manifest.json").exists()
+    assert (run / "records" / "layers_1.parquet").exists()
+
+
+def test_too_few_tokens_for_any_record(tmp_path, model_dir, corpus_file):
+    coder = _sparsify_folder(tmp_path / "coders", "layers.1", d_in=64)
+    assert _cache(tmp_path, model_dir, corpus_file, coder).returncode == 0
+    _assert_one_clear_line(_lantern("records", "--run-dir", str(tmp_path / "run")), "no latent", "--tokens")
+
+
+def test_not_a_run_directory(tmp_path):
+    _assert_one_clear_line(_lantern("records", "--run-dir", str(tmp_path)), "not a lantern run directory")
