@@ -39,7 +39,10 @@ def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
                          "explanations_failed": sum(r["failed"] for r in explained),
                          "balanced_accuracy": ba, "balanced_accuracy_ci95": ba_ci, "auroc": auroc,
                          "auroc_ci95": auroc_ci, "examples": sum(r["n"] for r in mine),
-                         "failed_answers": sum(r["n_failed"] for r in mine)})
+                         "failed_answers": sum(r["n_failed"] for r in mine),
+                         "prompt_tokens_per_latent": float(np.mean([r["prompt_tokens"] for r in mine])) if mine else 0.0,
+                         "explain_prompt_tokens_per_latent": float(np.mean([r["prompt_tokens"] for r in explained]))
+                         if explained else 0.0})
     summary = {"run_dir": str(cfg.path), "stage_seconds": stage_seconds, "rows": rows}
     write_json(cfg.path / SUMMARY, summary)
     return summary
@@ -52,15 +55,16 @@ def _fmt(mean: float, half: float) -> str:
 
 
 def print_summary(summary: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=max(140, Console().width))
     table = Table(title="lantern: mean over latents (± 95% CI)")
     for column in ("coder", "scorer", "latents", "balanced acc.", "AUROC", "examples", "failed answers",
-                   "failed explanations"):
-        table.add_column(column)
+                   "failed expl.", "prompt tok./latent"):
+        table.add_column(column, overflow="fold")
     for r in summary["rows"]:
         table.add_row(r["coder"], r["scorer"], str(r["latents"]), _fmt(r["balanced_accuracy"], r["balanced_accuracy_ci95"]),
                       _fmt(r["auroc"], r["auroc_ci95"]), str(r["examples"]), str(r["failed_answers"]),
-                      str(r["explanations_failed"]))
+                      str(r["explanations_failed"]),
+                      f"{r['prompt_tokens_per_latent']:.0f} (+{r['explain_prompt_tokens_per_latent']:.0f} explain)")
     console.print(table)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items())
     if times:

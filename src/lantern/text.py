@@ -15,7 +15,10 @@ def token_strings(tokenizer, ids: list[int]) -> list[str]:
     for piece in pieces:
         match = _BYTE_TOKEN.match(piece or "")
         if match:
-            pending.append(int(match.group(1), 16))
+            byte = int(match.group(1), 16)
+            if byte & 0xC0 != 0x80:  # a lead byte starts a new character: drop orphan bytes before it
+                pending.clear()
+            pending.append(byte)
             try:
                 out.append(pending.decode("utf-8"))
                 pending.clear()

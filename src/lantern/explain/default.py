@@ -68,12 +68,16 @@ _LABEL = re.compile(r"explanation\s*[:\-]\s*", re.IGNORECASE)
 def parse_explanation(text: str) -> str | None:
     """The explanation in an answer, or None when there is none (counted as a failure, never guessed).
 
-    Accepts a bare phrase (base models) or a longer answer whose last "Explanation:" line holds it."""
+    Accepts a bare phrase (base models) or a longer answer whose last "Explanation:" line holds it; keeps
+    the first sentence, without highlight marks."""
     labelled = _LABEL.split(text)
     candidate = labelled[-1] if len(labelled) > 1 else text
     for line in candidate.splitlines():
-        line = line.strip().strip('"\'`*').strip()
-        line = re.sub(r"\s+", " ", line).rstrip(".").strip()
-        if len(line) >= 3 and re.search(r"[A-Za-z]", line) and "<<" not in line:
+        line = line.replace("<<", "").replace(">>", "")
+        line = re.split(r"(?<=[a-z0-9\)\]\"'])\.\s", line.strip(), maxsplit=1)[0]
+        line = re.sub(r"\s+", " ", line.strip().strip("`*").strip()).rstrip(".").strip()
+        if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+            line = line[1:-1].strip()
+        if len(line) >= 3 and re.search(r"[A-Za-z]", line):
             return line[:300]
     return None
