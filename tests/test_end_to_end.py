@@ -18,6 +18,7 @@ from lantern.records.windows import window_activations
 pytestmark = pytest.mark.slow
 
 CODERS = ["sae", "neurons-topk"]
+CODER_NAMES = ["sae", "neurons-topk32"]  # the names the specs get in the run directory
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_run_directory_is_complete(run_dir: Path):
 
 
 def test_splits_disjoint_and_negatives_verified(run_dir: Path):
-    for coder in CODERS:
+    for coder in CODER_NAMES:
         rows = pq.read_table(run_dir / "records" / f"{coder}.parquet").to_pylist()
         cache = LatentCache(run_dir / "cache", coder)
         latents = {r["latent"] for r in rows}

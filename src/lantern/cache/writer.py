@@ -13,6 +13,7 @@ import numpy as np
 
 from lantern.cache import layout
 from lantern.coders.base import SparseActs
+from lantern.errors import LanternError
 from lantern.io import atomic_path, write_json, write_npy
 
 
@@ -20,6 +21,9 @@ def sparse_to_triplets(acts: SparseActs, token_offset: int, keep: np.ndarray | N
     """Flatten [n, k] sparse codes to (latent, token, value) triplets of strictly positive activations."""
     # Filtered at the stored precision: a tiny value that rounds to 0 in float16 is no activation.
     values = acts.values.float().numpy().astype(np.float16)
+    if np.isinf(values).any():
+        raise LanternError(f"activations above {np.finfo(np.float16).max:.0f} do not fit the float16 cache "
+                           f"(largest: {float(acts.values.max()):.3g}); rescale the coder's encoder")
     indices = acts.indices.numpy()
     n, k = values.shape
     tokens = np.broadcast_to(np.arange(token_offset, token_offset + n, dtype=np.uint32)[:, None], (n, k))

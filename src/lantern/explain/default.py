@@ -62,7 +62,7 @@ def build_request(tokenizer, examples: list[dict], cfg: ExplainerConfig, latent_
                    temperature=cfg.temperature, stop=("\n",))
 
 
-_LABEL = re.compile(r"explanation\s*[:\-]\s*", re.IGNORECASE)
+_LABEL = re.compile(r"^[\s*_#>`-]*explanation[\s*_`]*[:\-]\s*", re.IGNORECASE | re.MULTILINE)
 
 
 def parse_explanation(text: str) -> str | None:
@@ -74,7 +74,7 @@ def parse_explanation(text: str) -> str | None:
     candidate = labelled[-1] if len(labelled) > 1 else text
     for line in candidate.splitlines():
         line = line.replace("<<", "").replace(">>", "")
-        line = re.split(r"(?<=[a-z0-9\)\]\"'])\.\s", line.strip(), maxsplit=1)[0]
+        line = re.split(r"\.\s+(?=[A-Z])", line.strip(), maxsplit=1)[0]
         line = re.sub(r"\s+", " ", line.strip().strip("`*").strip()).rstrip(".").strip()
         if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
             line = line[1:-1].strip()

@@ -5,6 +5,7 @@ from contextlib import contextmanager
 
 import torch
 
+from lantern.errors import LanternError
 from lantern.models.hookpoints import Hookpoint, module_of
 
 
@@ -54,5 +55,6 @@ def capture_activations(model: torch.nn.Module, input_ids: torch.Tensor,
             pass
     missing = {hp.name for hp in hookpoints} - set(store)
     if missing:
-        raise RuntimeError(f"hookpoints never fired during the forward pass: {sorted(missing)}")
+        raise LanternError(f"hookpoints never fired during the forward pass (not a module that runs on its own?): "
+                           f"{sorted(missing)}")
     return store

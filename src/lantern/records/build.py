@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -111,8 +112,10 @@ def latent_examples(cache: LatentCache, latent: int, cfg: RecordConfig) -> list[
     )
 
 
-def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None) -> tuple[list[dict], list[dict]]:
-    """Example rows of up to `n_latents` latents, and one summary row per attempted latent."""
+def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None,
+                  on_record: Callable[[], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Example rows of up to `n_latents` latents, and one summary row per attempted latent (with how many
+    test positives and verified negatives it got: a dense latent may have fewer all-zero windows than asked)."""
     check_window_fits(cfg, cache.seq_len)
     rows: list[dict] = []
     summary: list[dict] = []
@@ -122,6 +125,10 @@ def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None) 
         examples = latent_examples(cache, latent, cfg)
         summary.append({"latent": latent, "count": int(cache.counts[latent]), "max": float(cache.maxima[latent]),
                         "firing_rate": float(cache.counts[latent]) / cache.tokens.size,
-                        "has_record": examples is not None})
+                        "has_record": examples is not None,
+                        "n_test_activating": sum(e["split"] == "test" and e["kind"] == "activating" for e in examples or []),
+                        "n_negatives": sum(e["kind"] == "negative" for e in examples or [])})
         rows.extend(examples or [])
+        if examples is not None and on_record is not None:
+            on_record()
     return rows, summary

@@ -1,0 +1,150 @@
+"""Reading verdicts and explanations out of LLM answers, and the classification metrics (against sklearn).
+
+Fixed Responses stand in for the LLM here: these tests are about parsing and arithmetic only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score, precision_score, recall_score,
+                             roc_auc_score)
+
+from lantern.explain.default import parse_explanation
+from lantern.llm.base import Response
+from lantern.score.answers import yes_probability
+from lantern.score.metrics import bootstrap_interval, classification_metrics
+
+# --- P(yes) ----------------------------------------------------------------------------------------
+
+
+def lp(p: float) -> float:
+    return math.log(p)
+
+
+@pytest.mark.parametrize("logprobs, text, expected", [
+    ({" Yes": lp(0.6), " No": lp(0.2), "yes": lp(0.1), "The": lp(0.05)}, "Yes", (0.7 / 0.9, "logprobs")),
+    ({" no": lp(0.5), "NO": lp(0.1), " true": lp(0.2)}, "no", (0.2 / 0.8, "logprobs")),
+    ({"Yes": lp(0.9)}, "", (1.0, "logprobs")),
+    ({"The": lp(0.5), "A": lp(0.2)}, " Yes, it is", (1.0, "text")),  # no yes/no token: read the text
+    ({}, "No.", (0.0, "text")),
+    (None, "**yes**", (1.0, "text")),
+    (None, "  n", (0.0, "text")),
+    (None, "Maybe", (None, "failed")),
+    (None, "", (None, "failed")),
+    (None, "yesterday", (None, "failed")),
+])
+def test_yes_probability(logprobs, text, expected):
+    p, how = yes_probability(Response(text=text, first_token_logprobs=logprobs))
+    assert how == expected[1]
+    assert p == pytest.approx(expected[0]) if expected[0] is not None else p is None
+
+
+def test_a_failed_call_is_never_read_as_an_answer():
+    failed = Response(text="yes", first_token_logprobs={"yes": lp(0.99)}, error="HTTP 500")
+    assert yes_probability(failed) == (None, "failed")
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+
+def noisy_scores(seed: int, n: int = 300, n_failed: int = 25):
+    """Random labels, probabilities that lean towards the label, and failures only on positives."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=n)
+    probs = np.clip(0.3 * labels + rng.uniform(0, 0.75, size=n), 0, 1)
+    failed = rng.choice(np.flatnonzero(labels == 1), size=n_failed, replace=False)
+    with_failures = [None if i in set(failed.tolist()) else float(p) for i, p in enumerate(probs)]
+    return labels, probs, with_failures
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_sklearn_and_exclude_failures(seed):
+    labels, probs, with_failures = noisy_scores(seed)
+    m = classification_metrics(labels.tolist(), with_failures)
+    valid = np.array([p is not None for p in with_failures])
+    y, p = labels[valid], probs[valid]
+    pred = (p >= 0.5).astype(int)
+    assert (m["n"], m["n_failed"]) == (valid.sum(), 25)
+    assert (m["n_pos"], m["n_neg"]) == ((y == 1).sum(), (y == 0).sum())
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(precision_score(y, pred))
+    assert m["recall"] == pytest.approx(recall_score(y, pred))
+    assert m["f1"] == pytest.approx(f1_score(y, pred))
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert 0.5 < m["balanced_accuracy"] < 0.95  # neither chance nor perfect: the comparison means something
+
+    # Scoring failures as "no" would change the recall: they really are left out.
+    as_no = (np.array([0.0 if q is None else q for q in with_failures]) >= 0.5).astype(int)
+    assert m["recall"] != pytest.approx(recall_score(labels, as_no))
+
+    low, high = m["balanced_accuracy_ci_low"], m["balanced_accuracy_ci_high"]
+    assert low < m["balanced_accuracy"] < high
+    assert 0.02 < high - low < 0.3
+
+
+def test_bootstrap_interval_narrows_with_more_data():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (40, 4000):
+        labels = rng.integers(0, 2, size=n)
+        predictions = np.where(rng.uniform(size=n) < 0.8, labels, 1 - labels)
+        low, high = bootstrap_interval(labels, predictions)
+        assert low < balanced_accuracy_score(labels, predictions) < high
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 4
+
+
+def test_perfect_single_class_and_all_failed():
+    perfect = classification_metrics([1, 0, 1, 0], [0.9, 0.1, 0.6, 0.4])
+    assert perfect["balanced_accuracy"] == perfect["auroc"] == perfect["f1"] == 1.0
+    assert perfect["balanced_accuracy_ci_low"] == perfect["balanced_accuracy_ci_high"] == 1.0
+
+    one_class = classification_metrics([1, 1, 1], [0.9, 0.2, None])
+    assert (one_class["n"], one_class["n_pos"], one_class["n_neg"], one_class["n_failed"]) == (2, 2, 0, 1)
+    assert one_class["recall"] == 0.5 and one_class["accuracy"] == 0.5
+    for key in ("balanced_accuracy", "auroc", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high"):
+        assert math.isnan(one_class[key])
+
+    nothing = classification_metrics([1, 0], [None, None])
+    assert (nothing["n"], nothing["n_failed"]) == (0, 2)
+    assert all(math.isnan(nothing[k]) for k in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc"))
+
+
+# --- explanations ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer, expected", [
+    (" currency symbols before an amount of money\nFeature D\n", "currency symbols before an amount of money"),
+    ("currency symbols.", "currency symbols"),
+    ('Looking at the passages, the marked tokens are all prepositions.\n\n'
+     'Explanation: the preposition "into" after a verb of motion.', 'the preposition "into" after a verb of motion'),
+    ("Sure! Here is my explanation:\n\nExplanation:\n  names of rivers\n", "names of rivers"),
+    ("explanation - Names of   rivers", "Names of rivers"),
+    ("Explanation: **dates in verse references**", "dates in verse references"),
+    ("x" * 400 + " words", ("x" * 400)[:300]),
+    ('the word "the"', 'the word "the"'),
+    ("'quoted phrase'", "quoted phrase"),
+    ("Passage 1: the <<marked>> tokens", "Passage 1: the marked tokens"),  # a marked copy: marks dropped
+    ("Names of rivers. They appear in lists.", "Names of rivers"),  # the first sentence
+])
+def test_parse_explanation(answer, expected):
+    assert parse_explanation(answer) == expected
+
+
+@pytest.mark.parametrize("garbage", ["", "   \n\n ", "12 34", "?!", "<<$>> 20 <<€>> 15", "Explanation:",
+                                     "Explanation: ..."])
+def test_parse_explanation_without_an_explanation(garbage):
+    assert parse_explanation(garbage) is None
+
+
+@pytest.mark.parametrize("answer, expected", [
+    pytest.param("e.g. dates in verse references", "e.g. dates in verse references", id="abbreviation-cut-as-sentence"),
+    pytest.param("**Explanation**: currency symbols", "currency symbols", id="markdown-bold-label"),
+    pytest.param("an explanation-free phrase about rivers", "an explanation-free phrase about rivers",
+                 id="label-matched-inside-a-phrase"),
+])
+def test_parse_explanation_labels_and_abbreviations(answer, expected):
+    assert parse_explanation(answer) == expected
