@@ -130,3 +130,12 @@ def built_cache(tmp_path_factory, tiny_model, corpus_tokens):
     manifests = build_cache(root / "cache", tiny_model, "tiny-gemma3", coders, tokens, doc_ids,
                             corpus_spec="embedded", batch_size=BATCH)
     return root / "cache", coders, manifests
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tiny_model, tokenizer) -> Path:
+    """The tiny Gemma 3 saved like any Hugging Face model, so `--model DIR` takes the normal loading path."""
+    out = tmp_path_factory.mktemp("tiny-model")
+    tiny_model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

@@ -1,24 +1,14 @@
 """Bad input through the real CLI: one clear line on stderr, exit code 2, no traceback, nothing lost."""
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_model, tokenizer) -> Path:
-    """The tiny Gemma 3 saved like any Hugging Face model, so `--model DIR` takes the normal loading path."""
-    out = tmp_path_factory.mktemp("tiny-model")
-    tiny_model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+from conftest import write_sparsify_folder
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +19,8 @@ def corpus_file(tmp_path_factory) -> Path:
 
 
 def _sparsify_folder(root: Path, hookpoint: str, d_in: int, latents: int = 32, k: int = 4) -> Path:
-    folder = root / hookpoint
-    folder.mkdir(parents=True)
-    cfg = {"activation": "topk", "expansion_factor": 1, "normalize_decoder": True, "num_latents": latents, "k": k,
-           "multi_topk": False, "skip_connection": False, "transcode": False, "d_in": d_in}
-    (folder / "cfg.json").write_text(json.dumps(cfg))
-    g = torch.Generator().manual_seed(0)
-    save_file({"encoder.weight": torch.randn(latents, d_in, generator=g), "encoder.bias": torch.zeros(latents),
-               "W_dec": torch.randn(latents, d_in, generator=g), "b_dec": torch.zeros(d_in)}, folder / "sae.safetensors")
-    return folder
+    write_sparsify_folder(root / hookpoint, d_in=d_in, num_latents=latents, k=k)
+    return root / hookpoint
 
 
 def _lantern(*args: str) -> subprocess.CompletedProcess:

@@ -36,7 +36,7 @@ RunDir = typer.Option(None, "--run-dir", help="Run directory (default: runs/<tim
 
 
 def _new_config(run_dir: Optional[Path], model: str, corpus: str, coders: str, layer: int, tokens: int,
-                latents: int, llm: LLMConfig, seed: int) -> RunConfig:
+                latents: int, llm: LLMConfig, seed: int, batch_size: int = 16) -> RunConfig:
     run_dir = run_dir or Path("runs") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
     existing = run_dir / CONFIG_FILE
     if existing.exists():
@@ -45,7 +45,7 @@ def _new_config(run_dir: Optional[Path], model: str, corpus: str, coders: str, l
         return cfg
     return RunConfig(run_dir=str(run_dir), model=model, corpus=corpus,
                      coders=[c for c in coders.split(",") if c.strip()], layer=layer, tokens=tokens, latents=latents,
-                     llm=llm, seed=seed)
+                     llm=llm, seed=seed, batch_size=batch_size)
 
 
 def _llm_config(url, model, api, key_env) -> LLMConfig:
@@ -65,6 +65,7 @@ LayerOpt = typer.Option(6, "--layer", help="Layer of the neuron coders.")
 TokensOpt = typer.Option(65_536, "--tokens", help="Tokens to cache.")
 LatentsOpt = typer.Option(8, "--latents", help="Latents to explain and score per coder.")
 SeedOpt = typer.Option(0, "--seed")
+BatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass when caching.")
 UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter).")
 LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
 ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
@@ -74,11 +75,12 @@ KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment varia
 @app.command()
 @clear_errors
 def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
-          layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt):
+          layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
+          batch_size: int = BatchOpt):
     """Tokenize the corpus and cache the coders' sparse activations (resumable)."""
     from lantern.pipeline.cache_stage import run_cache
 
-    cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents, LLMConfig(), seed)
+    cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents, LLMConfig(), seed, batch_size)
     cfg.save()
     result = run_cache(cfg)
     console.print(f"cached {result['n_tokens']} tokens in {result['seconds']:.0f}s → {cfg.path / 'cache'}")
@@ -134,7 +136,7 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 @clear_errors
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
-        llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
+        batch_size: int = BatchOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
@@ -146,7 +148,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     from lantern.summary import print_summary, summarise
 
     cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents,
-                      _llm_config(llm_url, llm_model, llm_api, llm_key_env), seed)
+                      _llm_config(llm_url, llm_model, llm_api, llm_key_env), seed, batch_size)
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
