@@ -129,6 +129,7 @@ def test_perfect_single_class_and_all_failed():
     ("'quoted phrase'", "quoted phrase"),
     ("Passage 1: the <<marked>> tokens", "Passage 1: the marked tokens"),  # a marked copy: marks dropped
     ("Names of rivers. They appear in lists.", "Names of rivers"),  # the first sentence
+    ("code blocks\u21b5\u21b5 .. code-block:: none", "code blocks"),  # a copied newline mark ends the line
 ])
 def test_parse_explanation(answer, expected):
     assert parse_explanation(answer) == expected

@@ -31,6 +31,10 @@ def token_strings(tokenizer, ids: list[int]) -> list[str]:
     return out
 
 
+NEWLINE_MARK = "\u21b5"
+"""How a newline inside a window is shown, so each window stays on one prompt line (models copy it back)."""
+
+
 def flatten_whitespace(s: str) -> str:
     """Keep a window on one prompt line."""
-    return s.replace("\r", " ").replace("\n", "\u21b5")
+    return s.replace("\r", " ").replace("\n", NEWLINE_MARK)

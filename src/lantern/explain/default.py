@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from lantern.explain.format import activation_marks, marked_text
 from lantern.llm.base import Request
-from lantern.text import token_strings
+from lantern.text import NEWLINE_MARK, token_strings
 
 INSTRUCTIONS = (
     "We are reading the internals of a language model. Each feature below is active on some text passages; "
@@ -59,7 +59,7 @@ def build_prompt(tokenizer, examples: list[dict], cfg: ExplainerConfig, latent_m
 
 def build_request(tokenizer, examples: list[dict], cfg: ExplainerConfig, latent_max: float) -> Request:
     return Request(prompt=build_prompt(tokenizer, examples, cfg, latent_max), max_tokens=cfg.max_tokens,
-                   temperature=cfg.temperature, stop=("\n",))
+                   temperature=cfg.temperature, stop=("\n", NEWLINE_MARK))
 
 
 _LABEL = re.compile(r"^[\s*_#>`-]*explanation[\s*_`]*[:\-]\s*", re.IGNORECASE | re.MULTILINE)
@@ -70,6 +70,7 @@ def parse_explanation(text: str) -> str | None:
 
     Accepts a bare phrase (base models) or a longer answer whose last "Explanation:" line holds it; keeps
     the first sentence, without highlight marks."""
+    text = text.replace(NEWLINE_MARK, "\n")
     labelled = _LABEL.split(text)
     candidate = labelled[-1] if len(labelled) > 1 else text
     for line in candidate.splitlines():
