@@ -3,8 +3,12 @@
 Two workloads, on prompts built by lantern's own prompt builders from real windows of the embedded corpus:
   explain: ~1000-token explanation prompts, greedy, up to 48 new tokens, stop at "\\n";
   score:   ~120-150-token detection prompts, one new token, top-20 log-probs of it.
-All arms run in one process, interleaved (round r runs the arms in order, round r+1 in reverse order) so that
-the machine's drift cancels; threads are fixed for both engines. Arms:
+All arms run in one process. Each workload is cut into blocks (explain: one transformers batch; score: the 8
+prompts of one explanation); within a block every arm answers the same prompts back to back, in an order that
+rotates from block to block, and ratios are taken block by block. This machine is shared: before each block
+the script waits until other processes use < --quiet-cores, measures (/proc/stat minus its own CPU time) what
+other processes used during each arm, and summarises only blocks where that stayed <= --clean-cores (under
+contention both engines slow down erratically and unequally). Threads are fixed for both engines. Arms:
 
   hf                  TransformersClient(batch_size) .complete()            (lantern's in-process default)
   llama-completion    Llama(logits_all=False).create_completion()           explain only (no log-probs wanted)
@@ -19,7 +23,8 @@ the machine's drift cancels; threads are fixed for both engines. Arms:
 It also checks, untimed: BOS handling (llama.cpp adds BOS itself; lantern's prompts are plain text), that both
 engines tokenize the prompts identically, and how closely top log-probs, P(yes) and greedy explanations agree.
 
-    python benchmarks/bench_llm_backends.py --explain-prompts 8 --score-prompts 64 --rounds 2 --threads 2
+    python -u benchmarks/bench_llm_backends.py --explain-prompts 8 --score-prompts 64 --rounds 2 --threads 2
+    python -u benchmarks/bench_llm_backends.py --explain-prompts 8 --score-prompts 16 --lp-blocks 2 --rounds 4
 """
 from __future__ import annotations
 
@@ -225,7 +230,8 @@ def logprob_agreement(ref: list[Response], other: list[Response]) -> dict:
     n = len(ref)
     return {"top1_agree": f"{top1}/{n}",
             "mean_keys_hf_vs_other": (statistics.mean(len(a.first_token_logprobs or {}) for a in ref),
-                                      statistics.mean(len(b.first_token_logprobs or {}) for b in other)), "mean_top20_key_overlap": round(overlap / n, 3),
+                                      statistics.mean(len(b.first_token_logprobs or {}) for b in other)),
+            "mean_top20_key_overlap": round(overlap / n, 3),
             "mean_abs_dlogprob_common": round(statistics.mean(diffs), 4) if diffs else None,
             "max_abs_dlogprob_common": round(max(diffs), 4) if diffs else None,
             "mean_abs_dPyes": round(statistics.mean(p_diffs), 4) if p_diffs else None,
@@ -355,7 +361,9 @@ def main() -> None:
                     f"during each arm {' '.join(f'{x:.2f}' for x in busy[(workload, rnd, b)])}", flush=True)
         loads.append(f"after round {rnd} {loadavg()}")
 
-    results: dict = {"checks": checks, "load": loads, "others_cores": {f"{w}/{r}/{b}": v for (w, r, b), v in busy.items()}, "explain_prompt_tokens_mean": statistics.mean(explain_len),
+    results: dict = {"checks": checks, "load": loads,
+                     "others_cores": {f"{w}/{r}/{b}": v for (w, r, b), v in busy.items()},
+                     "explain_prompt_tokens_mean": statistics.mean(explain_len),
                      "score_prompt_tokens_mean": statistics.mean(score_len), "arms": {}}
     print(f"\nonly blocks where other processes used <= {args.clean_cores} cores during every arm")
     print("speed ratio = hf seconds / arm seconds on the same block (>1: the arm is faster than transformers)")
@@ -378,12 +386,14 @@ def main() -> None:
             total_ratio = sum(hf_t[(r, b)] for r, b, _ in rows if (r, b) in hf_t) / total
             gen = statistics.mean(r.completion_tokens for r in answers[(workload, name)].values())
             results["arms"][f"{workload}/{name}"] = {
-                "blocks": [(r, b, round(t, 3)) for r, b, t in rows], "blocks_dropped_as_contended": dropped, "seconds_per_prompt": total / n_prompts,
+                "blocks": [(r, b, round(t, 3)) for r, b, t in rows], "blocks_dropped_as_contended": dropped,
+                "seconds_per_prompt": total / n_prompts,
                 "prompt_tokens_per_s": n_tok / total, "gen_tokens_per_prompt": gen,
                 "speed_ratio_median": statistics.median(ratios), "speed_ratio_min": min(ratios),
                 "speed_ratio_max": max(ratios), "speed_ratio_of_totals": total_ratio}
             print(f"{workload:9s} {name:26s} {total / n_prompts:9.3f} {n_tok / total:12.0f} {gen:14.1f} "
-                  f"{statistics.median(ratios):>16.2f} [{min(ratios):.2f}-{max(ratios):.2f}]{'':9s} {total_ratio:15.2f}  ({len(rows)} blocks, {dropped} dropped)")
+                  f"{statistics.median(ratios):>16.2f} [{min(ratios):.2f}-{max(ratios):.2f}]{'':9s} {total_ratio:15.2f}"
+                  f"  ({len(rows)} blocks, {dropped} dropped)")
 
     agreement = {}
 
@@ -413,7 +423,8 @@ def main() -> None:
                 agreement[f"{workload} hf vs {name}: identical text"] = f"{same}/{len(ref)}"
         if (workload, "llama-completion") in answers and workload == "explain":
             ref, other = paired(workload, "llama-completion")
-            agreement["explain_examples (hf, llama)"] = [(a.text.strip(), b.text.strip()) for a, b in zip(ref, other)][:4]
+            agreement["explain_examples (hf, llama)"] = [(a.text.strip(), b.text.strip())
+                                                         for a, b in zip(ref, other)][:4]
     results["agreement"] = agreement
     print(json.dumps(agreement, indent=1, ensure_ascii=False))
     print("\n".join(loads))
