@@ -29,11 +29,13 @@ def reference_topk(x, W, b, b_dec, k, subtract_b_dec=True):
 @pytest.mark.parametrize("transcode", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sparsify_encode_is_topk_relu(tmp_path, make_sparsify, transcode, dtype):
-    folder = tmp_path / "layers.3"
+    # sparsify names a transcoder after the module it replaces and trains it on that module's input.
+    folder = tmp_path / ("layers.3.mlp" if transcode else "layers.3")
+    hookpoint = "layers.3.mlp:input" if transcode else "layers.3"
     w = make_sparsify(folder, D, M, K, seed=1, transcode=transcode, dtype=dtype)
     coder = SparsifyCoder(folder)
     assert (coder.d_in, coder.num_latents, coder.k) == (D, M, K)
-    assert coder.hookpoint == "layers.3" and coder.name == "sae"
+    assert coder.hookpoint == hookpoint and coder.name == "sae"
     assert coder.kind == ("transcoder" if transcode else "sae")
 
     x = torch.randn(200, D, generator=torch.Generator().manual_seed(2))
@@ -51,7 +53,8 @@ def test_sparsify_encode_is_topk_relu(tmp_path, make_sparsify, transcode, dtype)
 
     info = coder.describe()
     assert info["format"] == "sparsify" and info["k"] == K and info["d_in"] == D and info["num_latents"] == M
-    assert info["transcode"] == transcode and info["hookpoint"] == "layers.3"
+    assert info["transcode"] == transcode and info["hookpoint"] == hookpoint and "skip" not in info
+    torch.testing.assert_close(coder.decoder_directions(), w["W_dec"])
 
 
 def test_folder_without_weights_names_the_missing_file(tmp_path, make_sparsify):
@@ -76,8 +79,11 @@ def test_missing_tensor_wrong_width_and_activation_are_clear_errors(tmp_path, ma
     with pytest.raises(LanternError, match=rf"cfg d_in {D + 1} != encoder width {D}"):
         SparsifyCoder(tmp_path / "b")
     make_sparsify(tmp_path / "c", D, M, K, cfg_extra={"activation": "groupmax"})
-    with pytest.raises(LanternError, match="groupmax"):
+    with pytest.raises(LanternError, match=r"activation 'groupmax' is not supported \(supported: topk\)"):
         SparsifyCoder(tmp_path / "c")
+    make_sparsify(tmp_path / "d", D, M, K, cfg_extra={"skip_connection": True, "transcode": True})
+    with pytest.raises(LanternError, match=r"lacks tensor 'W_skip'"):
+        SparsifyCoder(tmp_path / "d")
 
 
 def test_neuron_coder_raw_keeps_every_positive_neuron():
@@ -112,6 +118,14 @@ def test_load_coder_specs(tmp_path, make_sparsify, tiny_model):
     topk = load_coder(" neurons-topk:9 ", tiny_model, layer=1)
     assert topk.k == 9 and topk.layer == 1 and topk.d_in == TINY_MLP
     assert load_coder("neurons-topk", tiny_model, layer=1).k == 32
+    assert load_coder("neurons-topk16", tiny_model, layer=1).k == 16  # the coder's own name works as a spec
+    with pytest.raises(LanternError, match=r"neurons-topk\[:K\]"):
+        load_coder("neurons-topk:many", tiny_model)
+    # Neuron i writes column i of the down projection.
+    down = tiny_model.model.layers[2].mlp.down_proj.weight
+    assert neurons.decoder_directions().shape == (TINY_MLP, TINY_HIDDEN)
+    torch.testing.assert_close(neurons.decoder_directions(), down.T.float())
+    assert NeuronCoder(2, TINY_MLP).decoder_directions() is None
 
     folder = tmp_path / "layers.2"
     make_sparsify(folder, TINY_HIDDEN, M, K)

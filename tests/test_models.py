@@ -35,6 +35,9 @@ def hidden_states(tiny_model, ids):
     ("model.layers.1", "layers.1", "output", 1),
     ("model.layers.2.mlp.down_proj:input", "layers.2.mlp.down_proj", "input", 2),
     ("layers.2.mlp.down_proj:input", "layers.2.mlp.down_proj", "input", 2),
+    ("layers.2.mlp:input", "layers.2.mlp", "input", 2),
+    ("blocks.2.ln2.hook_normalized", "layers.2.mlp", "input", 2),
+    ("blocks.3.hook_mlp_in", "layers.3.mlp", "input", 3),
     ("  layers.3  ", "layers.3", "output", 3),
     ("embed_tokens", "embed_tokens", "output", None),
     ("hook_embed", "embed_tokens", "output", None),
@@ -55,6 +58,32 @@ def test_unknown_hookpoint_lists_valid_ones(tiny_model, name):
     for valid in ("embed_tokens", "layers.N", "layers.N.mlp", "layers.N.mlp.down_proj:input",
                   f"0..{TINY_LAYERS - 1}"):
         assert valid in message
+
+
+@pytest.mark.parametrize("name, suggested", [
+    ("layers.66", "layers.3"),  # the tiny model has layers 0..3
+    ("layer.2", "layers.2"),
+    ("blocks.2.hook_resid_pots", "blocks.2.hook_resid_post"),
+    ("layers.1.mlpp", "layers.1.mlp"),
+    ("layers.1.mlp:inptu", "layers.1.mlp:input"),
+    ("blocks.1.ln2.hook_normalised", "blocks.1.ln2.hook_normalized"),
+])
+def test_typo_suggests_the_closest_names(tiny_model, name, suggested):
+    with pytest.raises(LanternError, match="Did you mean") as info:
+        resolve_hookpoint(tiny_model, name)
+    hint = str(info.value).split("Did you mean", 1)[1].split("?", 1)[0]
+    assert repr(suggested) in hint
+    resolve_hookpoint(tiny_model, suggested)  # every suggestion is itself valid
+
+
+def test_mlp_input_is_the_normed_residual(tiny_model, ids, hidden_states):
+    """`layers.N.mlp:input` (where transcoders read) is the pre-MLP norm's output, not the raw residual."""
+    names = ["layers.1.mlp:input", "blocks.1.hook_mlp_in", "layers.1.pre_feedforward_layernorm"]
+    acts = capture_activations(tiny_model, ids, [resolve_hookpoint(tiny_model, n) for n in names])
+    assert acts["layers.1.mlp:input"].shape == (*ids.shape, TINY_HIDDEN)
+    torch.testing.assert_close(acts["layers.1.mlp:input"], acts["layers.1.pre_feedforward_layernorm"])
+    torch.testing.assert_close(acts["blocks.1.hook_mlp_in"], acts["layers.1.mlp:input"])
+    assert not torch.allclose(acts["layers.1.mlp:input"], hidden_states[1])
 
 
 @pytest.mark.parametrize("layer", range(TINY_LAYERS - 1))

@@ -6,7 +6,7 @@ import time
 import torch
 
 from lantern.cache.build import build_cache
-from lantern.coders.loading import load_coder
+from lantern.coders.loading import load_coders
 from lantern.config import RunConfig
 from lantern.data.corpus import tokenize_corpus
 from lantern.models.loading import SubjectModel, load_subject_model
@@ -16,7 +16,7 @@ from lantern.pipeline.files import CACHE
 def run_cache(cfg: RunConfig, subject: SubjectModel | None = None) -> dict:
     started = time.perf_counter()
     subject = subject or load_subject_model(cfg.model)
-    coders = [load_coder(spec, subject.model, cfg.layer) for spec in cfg.coders]
+    coders = [coder for spec in cfg.coders for coder in load_coders(spec, subject.model, cfg.layer)]
     names = [c.name for c in coders]
     if len(set(names)) != len(names):
         raise ValueError(f"two coders share a name: {names}")
