@@ -119,6 +119,14 @@ def make_coders(folder: Path, make_sparsify=write_sparsify_folder, seed: int = 0
     return [SparsifyCoder(folder, name="sae"), NeuronCoder(2, TINY_MLP), NeuronCoder(2, TINY_MLP, k=16)]
 
 
+def opts(batch_size: int, **overrides):
+    """Cache options for tests: every batch spilled as its own run (so kills are observable per batch) and
+    small shards (so every cache has several)."""
+    from lantern.cache.build import CacheOptions
+
+    return CacheOptions(**{"batch_size": batch_size, "run_bytes": 1, "shard_latents": 48, **overrides})
+
+
 @pytest.fixture(scope="session")
 def built_cache(tmp_path_factory, tiny_model, corpus_tokens):
     """A finished cache of the three coders of `make_coders` over `corpus_tokens`: (dir, coders, manifests)."""
@@ -128,7 +136,7 @@ def built_cache(tmp_path_factory, tiny_model, corpus_tokens):
     root = tmp_path_factory.mktemp("built")
     coders = make_coders(root / "sae" / "layers.1")
     manifests = build_cache(root / "cache", tiny_model, "tiny-gemma3", coders, tokens, doc_ids,
-                            corpus_spec="embedded", batch_size=BATCH)
+                            corpus_spec="embedded", options=opts(BATCH))
     return root / "cache", coders, manifests
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import BATCH, SEQ_LEN, TINY_MLP, make_coders
+from conftest import BATCH, SEQ_LEN, TINY_MLP, make_coders, opts
 from lantern.cache import layout
 from lantern.cache.build import build_cache
 from lantern.cache.reader import LatentCache
@@ -20,9 +20,9 @@ from lantern.errors import LanternError
 from lantern.models.forward import capture_activations
 from lantern.models.hookpoints import resolve_hookpoint
 
-MANIFEST_KEYS = {"lantern_version", "model", "coder", "corpus", "n_sequences", "seq_len", "n_tokens",
-                 "bos_positions_cached", "dtypes", "fingerprint", "seconds", "forward_seconds", "nnz",
-                 "alive_latents"}
+MANIFEST_KEYS = {"lantern_version", "model", "tokenizer", "coder", "corpus", "n_sequences", "seq_len", "n_tokens",
+                 "n_tokens_cached", "bos_positions_cached", "dtypes", "fingerprint", "seconds", "forward_seconds",
+                 "nnz", "alive_latents", "shards", "bytes_on_disk", "bytes_per_nnz", "options"}
 
 
 class Killed(Exception):
@@ -75,11 +75,11 @@ def read_csr(cache_dir, name):
 
 def assert_same_cache(dir_a, dir_b, name):
     a, b = LatentCache(dir_a, name), LatentCache(dir_b, name)
-    np.testing.assert_array_equal(a.indptr, b.indptr)
-    np.testing.assert_array_equal(a.token_index, b.token_index)
-    np.testing.assert_array_equal(a.values, b.values)
-    np.testing.assert_array_equal(a.counts, b.counts)
-    np.testing.assert_array_equal(a.maxima, b.maxima)
+    for latent in range(a.num_latents):
+        for x, y in zip(a.activations(latent), b.activations(latent)):
+            np.testing.assert_array_equal(x, y)
+    for key in a.stats:
+        np.testing.assert_array_equal(a.stats[key], b.stats[key])
     assert a.manifest["fingerprint"] == b.manifest["fingerprint"]
     assert a.manifest["nnz"] == b.manifest["nnz"] > 0
 
@@ -92,8 +92,8 @@ def test_csr_equals_dense_recomputation(built_cache, tiny_model, corpus_tokens, 
     reference = dense_reference(tiny_model, coder, tokens, BATCH)
     cache, csr = read_csr(cache_dir, coder.name)
     assert cache.num_latents == coder.num_latents
-    assert cache.indptr[0] == 0 and cache.indptr[-1] == len(cache.token_index) == len(cache.values)
-    assert cache.token_index.dtype == np.uint32 and cache.values.dtype == np.float16
+    assert cache.manifest["dtypes"] == {"token_delta": "uint16", "values": "float16"}
+    assert cache.n_shards == -(-coder.num_latents // 48)  # shard_latents=48 in the tests' options
     alive = 0
     for latent, (token_index, values) in enumerate(csr):
         expected_tokens = np.flatnonzero(reference[:, latent])
@@ -116,7 +116,12 @@ def test_stats_and_manifest(built_cache, corpus_tokens):
     for coder in coders:
         cache, csr = read_csr(cache_dir, coder.name)
         np.testing.assert_array_equal(cache.counts, [len(t) for t, _ in csr])
-        np.testing.assert_array_equal(cache.counts, np.diff(cache.indptr))
+        assert cache.stats["firing_rate"] == pytest.approx(cache.counts / (tokens.shape[0] * (SEQ_LEN - 1)))
+        for latent, (_, values) in enumerate(csr):
+            if len(values):
+                assert cache.stats["mean"][latent] == pytest.approx(values.mean(), rel=1e-5)
+                expected = [np.sort(values)[int(np.floor(q * (len(values) - 1)))] for q in np.linspace(0.1, 0.9, 9)]
+                np.testing.assert_array_equal(cache.stats["quantiles"][latent], expected)
         np.testing.assert_array_equal(cache.maxima, [v.max() if len(v) else 0.0 for _, v in csr])
         manifest = json.loads((cache_dir / coder.name / layout.MANIFEST).read_text())
         assert manifest == manifests[coder.name]
@@ -125,14 +130,15 @@ def test_stats_and_manifest(built_cache, corpus_tokens):
         assert manifest["model"] == "tiny-gemma3" and manifest["corpus"] == "embedded"
         assert (manifest["n_sequences"], manifest["seq_len"]) == tokens.shape
         assert manifest["n_tokens"] == tokens.size and manifest["bos_positions_cached"] is False
-        assert not (cache_dir / coder.name / layout.PARTS).exists()  # parts are deleted once merged
+        assert not (cache_dir / coder.name / layout.RUNS).exists()  # runs are deleted once merged
+        assert manifest["bytes_per_nnz"] < 4.5  # 2-byte gaps + 2-byte values + per-latent offsets
 
 
 def test_finished_cache_is_not_recomputed(built_cache, tiny_model, corpus_tokens):
     cache_dir, coders, manifests = built_cache
     tokens, doc_ids = corpus_tokens
     counting = [CountingCoder(c) for c in coders]
-    again = build_cache(cache_dir, tiny_model, "tiny-gemma3", counting, tokens, doc_ids, "embedded", BATCH)
+    again = build_cache(cache_dir, tiny_model, "tiny-gemma3", counting, tokens, doc_ids, "embedded", options=opts(BATCH))
     assert [c.calls for c in counting] == [0, 0, 0]
     assert again == manifests
 
@@ -143,7 +149,7 @@ def test_coder_width_mismatch_is_a_clear_error(tmp_path, make_sparsify, tiny_mod
     coder = SparsifyCoder(tmp_path / "layers.1", name="narrow")
     with pytest.raises(LanternError, match=r"'narrow' expects d_in=32 but hookpoint 'layers.1' of tiny-gemma3 "
                                            r"has width 64"):
-        build_cache(tmp_path / "cache", tiny_model, "tiny-gemma3", [coder], tokens[:4], doc_ids[:4], "x", 2)
+        build_cache(tmp_path / "cache", tiny_model, "tiny-gemma3", [coder], tokens[:4], doc_ids[:4], "x", options=opts(2))
     assert not list((tmp_path / "cache").rglob(layout.MANIFEST))
     with pytest.raises(LanternError, match="no finished cache for coder 'narrow'"):
         LatentCache(tmp_path / "cache", "narrow")
@@ -165,9 +171,9 @@ def test_empty_tokens_and_unknown_hookpoint(tmp_path, tiny_model):
 def test_other_tokens_in_the_same_directory_are_refused(tmp_path, tiny_model, corpus_tokens):
     tokens, doc_ids = corpus_tokens
     coder = NeuronCoder(0, TINY_MLP, k=4)
-    build_cache(tmp_path, tiny_model, "tiny", [coder], tokens[:2], doc_ids[:2], "x", 2)
+    build_cache(tmp_path, tiny_model, "tiny", [coder], tokens[:2], doc_ids[:2], "x", options=opts(2))
     with pytest.raises(LanternError, match="different tokens"):
-        build_cache(tmp_path, tiny_model, "tiny", [coder], tokens[2:4], doc_ids[2:4], "x", 2)
+        build_cache(tmp_path, tiny_model, "tiny", [coder], tokens[2:4], doc_ids[2:4], "x", options=opts(2))
 
 
 # --- resuming a killed run ---------------------------------------------------------------------------
@@ -187,7 +193,7 @@ def uninterrupted(tmp_path_factory, tiny_model, small):
     coders = make_coders(root / "sae" / "layers.1", write_sparsify_folder)[:2]
     out = {}
     for batch_size in (3, 4):
-        build_cache(root / f"cache-{batch_size}", tiny_model, "tiny", coders, *small, "x", batch_size)
+        build_cache(root / f"cache-{batch_size}", tiny_model, "tiny", coders, *small, "x", options=opts(batch_size))
         out[batch_size] = root / f"cache-{batch_size}"
     return root / "sae" / "layers.1", out
 
@@ -197,29 +203,29 @@ def test_killed_run_resumes_at_the_first_missing_batch(tmp_path, tiny_model, sma
     sae, neurons = SparsifyCoder(sae_folder, name="sae"), NeuronCoder(2, TINY_MLP)
     dying = [CountingCoder(sae, fail_after=2), CountingCoder(neurons)]
     with pytest.raises(Killed):
-        build_cache(tmp_path, tiny_model, "tiny", dying, *small, "x", 3)
+        build_cache(tmp_path, tiny_model, "tiny", dying, *small, "x", options=opts(3))
     assert [c.calls for c in dying] == [3, 2]  # the SAE died in batch 2, before the neurons were encoded
     for name in ("sae", "neurons"):
-        parts = sorted(p.name for p in (tmp_path / name / layout.PARTS).glob("*.npz"))
-        assert parts == ["batch-0000000.npz", "batch-0000001.npz"]
+        runs = sorted(p.name for p in (tmp_path / name / layout.RUNS).iterdir())
+        assert runs == ["run-0000000-0000001", "run-0000001-0000002"]
         assert not (tmp_path / name / layout.MANIFEST).exists()
         with pytest.raises(LanternError, match="no finished cache"):
             LatentCache(tmp_path, name)
 
     resumed = [CountingCoder(sae), CountingCoder(neurons)]
-    build_cache(tmp_path, tiny_model, "tiny", resumed, *small, "x", 3)
+    build_cache(tmp_path, tiny_model, "tiny", resumed, *small, "x", options=opts(3))
     assert [c.calls for c in resumed] == [2, 2]  # only batches 2 and 3
     for name in ("sae", "neurons"):
         assert_same_cache(tmp_path, reference[3], name)
 
 
-def test_resume_with_another_batch_size_does_not_mix_parts(tmp_path, tiny_model, small, uninterrupted):
-    """Part files are numbered by batch: parts of a killed run with another batch size cover other rows."""
+def test_resume_with_another_batch_size_does_not_mix_runs(tmp_path, tiny_model, small, uninterrupted):
+    """Runs are numbered by batch: runs of a killed run with another batch size cover other rows."""
     sae_folder, reference = uninterrupted
     sae, neurons = SparsifyCoder(sae_folder, name="sae"), NeuronCoder(2, TINY_MLP)
     with pytest.raises(Killed):
-        build_cache(tmp_path, tiny_model, "tiny", [CountingCoder(sae, fail_after=2), neurons], *small, "x", 3)
-    build_cache(tmp_path, tiny_model, "tiny", [sae, neurons], *small, "x", 4)
+        build_cache(tmp_path, tiny_model, "tiny", [CountingCoder(sae, fail_after=2), neurons], *small, "x", options=opts(3))
+    build_cache(tmp_path, tiny_model, "tiny", [sae, neurons], *small, "x", options=opts(4))
     for name in ("sae", "neurons"):
         assert_same_cache(tmp_path, reference[4], name)
 
@@ -228,14 +234,14 @@ def test_a_changed_coder_never_leaves_the_old_cache_readable(tmp_path, make_spar
     """Rebuilding a coder of the same name (other weights) that dies half-way must not leave the old,
     now stale, cache looking finished."""
     old = make_coders(tmp_path / "old" / "layers.1", make_sparsify, seed=0)[0]
-    build_cache(tmp_path / "cache", tiny_model, "tiny", [old], *small, "x", 3)
+    build_cache(tmp_path / "cache", tiny_model, "tiny", [old], *small, "x", options=opts(3))
     LatentCache(tmp_path / "cache", "sae")
     new = make_coders(tmp_path / "new" / "layers.1", make_sparsify, seed=1)[0]
     with pytest.raises(Killed):
-        build_cache(tmp_path / "cache", tiny_model, "tiny", [CountingCoder(new, fail_after=1)], *small, "x", 3)
+        build_cache(tmp_path / "cache", tiny_model, "tiny", [CountingCoder(new, fail_after=1)], *small, "x", options=opts(3))
     with pytest.raises(LanternError, match="no finished cache"):
         LatentCache(tmp_path / "cache", "sae")
     counting = CountingCoder(new)
-    build_cache(tmp_path / "cache", tiny_model, "tiny", [counting], *small, "x", 3)
+    build_cache(tmp_path / "cache", tiny_model, "tiny", [counting], *small, "x", options=opts(3))
     assert counting.calls == 3  # batch 0 was kept from the killed run
     assert LatentCache(tmp_path / "cache", "sae").manifest["coder"]["path"] == str(tmp_path / "new" / "layers.1")

@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from lantern.cache import layout
+from lantern.cache.build import CacheOptions, merge_coder
 from lantern.cache.reader import LatentCache
-from lantern.cache.writer import finish, merge_parts, save_tokens, write_part
+from lantern.cache.runs import RunWriter
+from lantern.cache.writer import save_tokens
 from lantern.errors import LanternError
-from lantern.records.build import N_DECILES, RecordConfig, build_records, candidate_order, latent_examples
-from lantern.records.windows import activating_windows, random_negative_windows, window_activations
+from lantern.io import write_json
+from lantern.pipeline.records_stage import load_extras
+from lantern.records.build import N_DECILES, RecordConfig, build_records
 
 CFG = RecordConfig(ctx_len=12, tokens_before=6, n_explain=8, n_test_per_decile=2, n_negatives=6, min_windows=20)
 
@@ -27,23 +30,28 @@ def flat_range(row: dict) -> range:
     return range(row["start"], row["start"] + len(row["tokens"]))
 
 
+def group(table) -> dict[int, list[dict]]:
+    by_latent: dict[int, list[dict]] = {}
+    for r in table.to_pylist():
+        by_latent.setdefault(r["latent"], []).append(r)
+    return by_latent
+
+
 def check_latent_rows(cache: LatentCache, latent: int, rows: list[dict], cfg: RecordConfig) -> None:
     seq_len = cache.seq_len
     tokens_flat = np.asarray(cache.tokens).reshape(-1)
     dense = dense_latent(cache, latent)
     explain = [r for r in rows if r["split"] == "explain"]
-    test_pos = [r for r in rows if r["split"] == "test" and r["kind"] == "activating"]
+    scored_pos = [r for r in rows if r["split"] != "explain" and r["kind"] == "activating"]
     negatives = [r for r in rows if r["kind"] == "negative"]
     assert len(explain) == cfg.n_explain
     assert all(r["kind"] == "activating" for r in explain)
-    assert all(r["split"] == "test" for r in negatives)
-    assert 0 < len(test_pos) <= cfg.n_test_per_decile * N_DECILES
-    assert len(explain) + len(test_pos) + len(negatives) == len(rows)
+    assert {r["split"] for r in negatives} <= set(cfg.scored_splits)
+    assert {r["source"] for r in negatives} <= {"random", "similar", "neighbour-cooccurrence", "neighbour-decoder"}
+    assert 0 < len([r for r in scored_pos if r["split"] == "test"]) <= cfg.n_test_per_decile * N_DECILES
+    assert len(explain) + len(scored_pos) + len(negatives) == len(rows)
 
-    # Explain and test never share a token; no two windows of this latent overlap at all.
-    explain_tokens = {t for r in explain for t in flat_range(r)}
-    test_tokens = {t for r in test_pos + negatives for t in flat_range(r)}
-    assert not explain_tokens & test_tokens
+    # No two windows of this latent share a token, so explain, test and validation never do.
     every = [t for r in rows for t in flat_range(r)]
     assert len(every) == len(set(every))
 
@@ -59,15 +67,18 @@ def check_latent_rows(cache: LatentCache, latent: int, rows: list[dict], cfg: Re
     for r in negatives:
         assert r["decile"] == 0 and r["max_activation"] == 0.0
         assert not dense[r["start"]:r["start"] + cfg.ctx_len].any()
-    for r in explain + test_pos:
+        if r["source"].startswith("neighbour"):
+            other = dense_latent(cache, r["neighbour"])
+            assert other[r["start"]:r["start"] + cfg.ctx_len].any(), "the neighbour does not fire there"
+    for r in explain + scored_pos:
         assert 1 <= r["decile"] <= N_DECILES and r["max_activation"] > 0
     # Deciles rank the windows by their maximum.
-    by_decile = sorted(explain + test_pos, key=lambda r: r["decile"])
+    by_decile = sorted(explain + scored_pos, key=lambda r: r["decile"])
     for lower, higher in zip(by_decile, by_decile[1:]):
         if lower["decile"] < higher["decile"]:
             assert lower["max_activation"] <= higher["max_activation"]
     if cfg.explain_sampling == "top":
-        assert min(r["max_activation"] for r in explain) >= max(r["max_activation"] for r in test_pos)
+        assert min(r["max_activation"] for r in explain) >= max(r["max_activation"] for r in scored_pos)
 
 
 @pytest.mark.parametrize("sampling", ["top", "quantiles", "random"])
@@ -75,44 +86,72 @@ def check_latent_rows(cache: LatentCache, latent: int, rows: list[dict], cfg: Re
 def test_records_of_a_real_cache(built_cache, coder, sampling):
     cache_dir, _, _ = built_cache
     cache = LatentCache(cache_dir, coder)
-    cfg = RecordConfig(**{**CFG.__dict__, "explain_sampling": sampling,
+    cfg = RecordConfig(**{**CFG.__dict__, "explain_sampling": sampling, "n_validation_per_decile": 1,
+                          "n_similar_negatives": 3, "n_neighbour_negatives": 4,
                           "n_explain": 10 if sampling == "quantiles" else CFG.n_explain})
-    rows, summary = build_records(cache, cfg, n_latents=6)
-    by_latent: dict[int, list[dict]] = {}
-    for r in rows:
-        by_latent.setdefault(r["latent"], []).append(r)
-    assert len(by_latent) == 6 == sum(s["has_record"] for s in summary)
-    assert {s["latent"] for s in summary if s["has_record"]} == set(by_latent)
-    assert [s["latent"] for s in summary] == candidate_order(cache, cfg)[:len(summary)].tolist()
+    table, summary = build_records(cache, cfg, n_latents=6, extras=load_extras(cache, _run_cfg(cache_dir, cfg)))
+    by_latent = group(table)
+    assert len(by_latent) == 6 == len(summary)
+    assert {s["latent"] for s in summary} == set(by_latent)
+    sources = set()
     for latent, latent_rows in by_latent.items():
         check_latent_rows(cache, latent, latent_rows, cfg)
-        assert sum(r["kind"] == "negative" for r in latent_rows) == cfg.n_negatives
+        splits = {(r["split"], r["kind"]) for r in latent_rows}
+        assert ("validation", "activating") in splits and ("validation", "negative") in splits
+        sources |= {r["source"] for r in latent_rows if r["kind"] == "negative"}
+    assert {"random", "similar", "neighbour-cooccurrence"} <= sources
+    if coder == "sae":  # the neuron coders of these tests are made without the model's down projection
+        assert cache.manifest["decoder_neighbours"] and "neighbour-decoder" in sources
     for s in summary:
-        assert s["count"] == cache.counts[s["latent"]] >= cfg.min_windows
+        assert s["count"] == cache.counts[s["latent"]] and s["n_windows"] >= cfg.windows_needed
         assert s["max"] == pytest.approx(float(cache.maxima[s["latent"]]))
+        assert s["n_negatives"] == sum(s[f"n_negatives_{k}"] for k in
+                                       ("random", "similar", "neighbour-cooccurrence", "neighbour-decoder"))
+
+
+def _run_cfg(cache_dir, records_cfg):
+    from lantern.config import RunConfig
+
+    return RunConfig(run_dir=str(cache_dir.parent), records=records_cfg)
+
+
+def test_similar_negatives_are_closer_to_the_explain_windows_than_random_ones(built_cache):
+    cache_dir, _, _ = built_cache
+    cache = LatentCache(cache_dir, "sae")
+    cfg = RecordConfig(**{**CFG.__dict__, "n_similar_negatives": 6})
+    extras = load_extras(cache, _run_cfg(cache_dir, cfg))
+    table, _ = build_records(cache, cfg, n_latents=10, extras=extras)
+    gaps = []
+    for latent, rows in group(table).items():
+        explain = np.array([r["start"] for r in rows if r["split"] == "explain"])
+        query = extras.window_index.embed(explain, cache.seq_len, cfg.ctx_len).mean(0)
+        sim = {source: extras.window_index.embed(np.array([r["start"] for r in rows if r["source"] == source]),
+                                                 cache.seq_len, cfg.ctx_len) @ query
+               for source in ("similar", "random")}
+        gaps.append(sim["similar"].mean() - sim["random"].mean())
+    assert np.mean(gaps) > 0 and np.mean(np.array(gaps) > 0) >= 0.8
 
 
 def test_dense_neurons_get_only_verified_negatives(built_cache):
     """Raw neurons fire on about half the tokens: few all-zero windows exist, and none may be faked."""
     cache_dir, _, _ = built_cache
     cache = LatentCache(cache_dir, "neurons")
-    rows, summary = build_records(cache, CFG, n_latents=4)
-    assert sum(s["has_record"] for s in summary) == 4
-    for latent in {r["latent"] for r in rows}:
-        check_latent_rows(cache, latent, [r for r in rows if r["latent"] == latent], CFG)
+    table, summary = build_records(cache, CFG, n_latents=4)
+    assert len(summary) == 4
+    for latent, rows in group(table).items():
+        check_latent_rows(cache, latent, rows, CFG)
 
 
 def test_build_records_takes_the_requested_number_when_enough_are_eligible(built_cache):
     cache = LatentCache(built_cache[0], "sae")
     for n in (1, 5, 12):
-        rows, summary = build_records(cache, CFG, n_latents=n)
-        assert len({r["latent"] for r in rows}) == n == sum(s["has_record"] for s in summary)
-        assert summary[-1]["has_record"]  # it stops as soon as it has enough
-    _, everything = build_records(cache, CFG, n_latents=None)
-    assert len(everything) == (cache.counts >= CFG.min_windows).sum()  # every eligible latent was tried
-    assert 12 < sum(s["has_record"] for s in everything) < len(everything)  # some had too few windows
+        table, summary = build_records(cache, CFG, n_latents=n)
+        assert len(group(table)) == n == len(summary)
+    table, everything = build_records(cache, CFG, n_latents=None)
+    assert 12 < len(everything) < cache.num_latents  # every eligible latent, and some were not
+    assert len(group(table)) == len(everything)
     # Seeded: the same seed gives the same records; another seed picks other latents.
-    assert build_records(cache, CFG, 3) == build_records(cache, CFG, 3)
+    assert build_records(cache, CFG, 3)[0].equals(build_records(cache, CFG, 3)[0])
     other = RecordConfig(**{**CFG.__dict__, "seed": 1})
     assert [s["latent"] for s in build_records(cache, other, 3)[1]] != [s["latent"] for s in build_records(cache, CFG, 3)[1]]
 
@@ -122,25 +161,26 @@ def test_build_records_takes_the_requested_number_when_enough_are_eligible(built
 
 def write_cache(cache_dir, tokens: np.ndarray, activations: dict[int, list[tuple[int, float]]], num_latents: int,
                 name: str = "hand"):
-    """A real cache directory from (flat token, value) lists per latent, written by lantern's own writer."""
+    """A real cache directory from (flat token, value) lists per latent, written by lantern's own writer:
+    two sorted runs merged into shards of two latents."""
     save_tokens(cache_dir, tokens, np.zeros(len(tokens), np.int32))
     latents = np.array([l for l, acts in activations.items() for _ in acts], dtype=np.int32)
     toks = np.array([t for acts in activations.values() for t, _ in acts], dtype=np.uint32)
     vals = np.array([v for acts in activations.values() for _, v in acts], dtype=np.float16)
-    cdir = layout.coder_dir(cache_dir, name)
-    half = len(toks) // 2  # two parts, so merging is exercised too
     order = np.argsort(toks, kind="stable")
-    first, second = order[:half], order[half:]
-    assert toks[first].max() < toks[second].min()
-    write_part(layout.part_path(cache_dir, name, 0), latents[first], toks[first], vals[first], num_latents)
-    write_part(layout.part_path(cache_dir, name, 1), latents[second], toks[second], vals[second], num_latents)
-    stats = merge_parts(cdir, 2, num_latents)
-    finish(cdir, {"coder": {"name": name}, **stats})
+    half = len(toks) // 2
+    writer = RunWriter(layout.runs_dir(cache_dir, name), num_latents, budget_bytes=1)
+    for batch, part in enumerate((order[:half], order[half:])):
+        writer.add(batch, latents[part], toks[part], vals[part])
+    options = CacheOptions(shard_latents=2)
+    manifest = merge_coder(cache_dir, name, num_latents, 2, options)
+    write_json(layout.coder_dir(cache_dir, name) / layout.MANIFEST,
+               {"coder": {"name": name, "num_latents": num_latents}, "model": "hand", **manifest})
     return LatentCache(cache_dir, name)
 
 
 def test_hand_made_cache_windows_deciles_and_edges(tmp_path):
-    n_seq, seq_len, ctx = 40, 32, 8
+    n_seq, seq_len, ctx = 40, 33, 8  # 32 positions after the BOS: 4 cells of 8 per sequence
     tokens = np.arange(n_seq * seq_len, dtype=np.int32).reshape(n_seq, seq_len) % 1000 + 3
     tokens[:, 0] = 2
     # Latent 0: one activation per sequence, value = sequence + 1, at the first, a middle or the last position.
@@ -155,16 +195,16 @@ def test_hand_made_cache_windows_deciles_and_edges(tmp_path):
     np.testing.assert_array_equal(token_index, sorted(t for t, _ in acts0))
 
     cfg = RecordConfig(ctx_len=ctx, tokens_before=4, n_explain=10, n_test_per_decile=2, n_negatives=5,
-                       min_windows=30)
-    starts = activating_windows(token_index, values, seq_len, ctx, cfg.tokens_before)
-    assert len(starts) == n_seq
-    expected_start = {1: 1, 16: 12, seq_len - 1: seq_len - ctx}  # clipped after BOS / before the end
-    for s, start in zip(np.argsort(-values), starts):
-        seq, pos = divmod(int(token_index[s]), seq_len)
-        assert start == seq * seq_len + expected_start[pos]
-
-    rows = latent_examples(cache, 0, cfg)
+                       n_similar_negatives=0, n_neighbour_negatives=0, min_windows=30)
+    table, summary = build_records(cache, cfg, n_latents=5)
+    assert [s["latent"] for s in summary] == [0]  # latents 1 and 2 have too few windows
+    rows = group(table)[0]
     check_latent_rows(cache, 0, rows, cfg)
+    expected_start = {1: 1, 16: 12, seq_len - 1: seq_len - ctx}  # clipped after BOS / before the end
+    for r in rows:
+        if r["kind"] == "activating":
+            seq = r["start"] // seq_len
+            assert r["start"] == seq * seq_len + expected_start[positions[seq % 3]]
     explain = [r for r in rows if r["split"] == "explain"]
     # Top sampling: the 10 strongest sequences (31..40); deciles are exact ranks of 40 maxima.
     assert sorted(r["max_activation"] for r in explain) == list(range(31, 41))
@@ -173,27 +213,40 @@ def test_hand_made_cache_windows_deciles_and_edges(tmp_path):
             assert r["decile"] == 1 + (int(r["max_activation"]) - 1) * N_DECILES // n_seq
     test_deciles = sorted(r["decile"] for r in rows if r["split"] == "test" and r["kind"] == "activating")
     assert test_deciles == [d for d in range(1, 9) for _ in range(2)]  # 31..40 (deciles 8-10) went to explain
-
-    assert latent_examples(cache, 1, cfg) is None
-    assert latent_examples(cache, 2, cfg) is None
-    rows, summary = build_records(cache, cfg, n_latents=5)
-    assert [s["latent"] for s in summary] == [0] and {r["latent"] for r in rows} == {0}
+    assert sum(r["kind"] == "negative" for r in rows) == 5
 
 
-def test_negative_windows_avoid_every_activation(tmp_path):
-    n_seq, seq_len, ctx = 6, 20, 5
-    rng = np.random.default_rng(0)
-    token_index = np.sort(rng.choice(np.arange(n_seq * seq_len), size=30, replace=False))
-    token_index = token_index[token_index % seq_len != 0].astype(np.uint32)
-    exclude = np.array([3, 45], dtype=np.int64)
-    starts = random_negative_windows(token_index, n_seq, seq_len, ctx, 50, np.random.default_rng(1), exclude)
-    assert len(starts) > 0
-    acts = window_activations(token_index, np.ones(len(token_index), np.float32), starts, ctx)
-    assert not acts.any()
-    assert ((starts % seq_len) >= 1).all() and ((starts % seq_len) + ctx <= seq_len).all()
-    spans = np.concatenate([starts, exclude])
-    gaps = np.abs(spans[:, None] - spans[None, :]) + np.eye(len(spans), dtype=int) * ctx
-    assert (gaps >= ctx).all()  # disjoint from each other and from the excluded windows
+def test_uncentred_windows_are_the_cells(tmp_path):
+    n_seq, seq_len, ctx = 30, 33, 8
+    tokens = np.full((n_seq, seq_len), 9, np.int32)
+    tokens[:, 0] = 2
+    acts = [(s * seq_len + 1 + 8 * (s % 4) + 5, 1.0 + s) for s in range(n_seq)]
+    cache = write_cache(tmp_path, tokens, {0: acts}, num_latents=1)
+    cfg = RecordConfig(ctx_len=ctx, tokens_before=4, centred=False, n_explain=10, n_test_per_decile=1,
+                       n_negatives=0, n_similar_negatives=0, n_neighbour_negatives=0, min_windows=20)
+    rows = group(build_records(cache, cfg, n_latents=1)[0])[0]
+    check_latent_rows(cache, 0, rows, cfg)
+    for r in rows:
+        assert (r["start"] % seq_len - 1) % ctx == 0  # the window is the cell: the activation is not centred
+
+
+def test_neighbour_negatives_come_from_cooccurring_latents(tmp_path):
+    """Latent 1 fires with latent 0 in sequences 0..29 and alone in 30..39: its co-occurrence neighbour is 0,
+    and its neighbour negatives are the cells where 0 fires without it."""
+    n_seq, seq_len = 60, 33
+    tokens = np.full((n_seq, seq_len), 9, np.int32)
+    tokens[:, 0] = 2
+    acts0 = [(s * seq_len + 3, 1.0 + s % 7) for s in range(0, 30)] + [(s * seq_len + 20, 5.0) for s in range(40, 60)]
+    acts1 = [(s * seq_len + 4, 1.0 + s % 5) for s in range(0, 40)]
+    cache = write_cache(tmp_path, tokens, {0: acts0, 1: acts1}, num_latents=2)
+    cfg = RecordConfig(ctx_len=8, tokens_before=4, n_explain=10, n_test_per_decile=1, n_negatives=2,
+                       n_similar_negatives=0, n_neighbour_negatives=4, min_windows=20, n_neighbours=1)
+    table, _ = build_records(cache, cfg, n_latents=None)
+    rows = group(table)[1]
+    check_latent_rows(cache, 1, rows, cfg)
+    neighbour_rows = [r for r in rows if r["source"] == "neighbour-cooccurrence"]
+    assert len(neighbour_rows) == 4 and {r["neighbour"] for r in neighbour_rows} == {0}
+    assert all(40 <= r["start"] // seq_len < 60 for r in neighbour_rows)
 
 
 @pytest.mark.parametrize("ctx_len, tokens_before", [(16, 4), (20, 4), (8, 8)])

@@ -35,17 +35,22 @@ def clear_errors(fn):
 RunDir = typer.Option(None, "--run-dir", help="Run directory (default: runs/<timestamp>).")
 
 
-def _new_config(run_dir: Optional[Path], model: str, corpus: str, coders: str, layer: int, tokens: int,
-                latents: int, llm: LLMConfig, seed: int, batch_size: int = 16) -> RunConfig:
+def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfig:
+    """A new run's config, or the saved one of an existing run directory. Asking an existing run for another
+    model, corpus, coder set, ... is refused: its cache and records were made with the saved settings."""
+    settings["coders"] = [c.strip() for c in settings["coders"].split(",") if c.strip()]
     run_dir = run_dir or Path("runs") / datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    existing = run_dir / CONFIG_FILE
-    if existing.exists():
+    if (run_dir / CONFIG_FILE).exists():
         cfg = RunConfig.load(run_dir)
+        defaults = RunConfig(run_dir=str(run_dir))
+        conflicts = [f"--{key.replace('_', '-')} {value!r} (the run has {getattr(cfg, key)!r})"
+                     for key, value in settings.items() if value != getattr(defaults, key) and value != getattr(cfg, key)]
+        if conflicts:
+            raise LanternError(f"{run_dir} is an existing run made with other settings: {'; '.join(conflicts)}. "
+                               f"Use another --run-dir for a new run")
         cfg.llm = llm if llm.url or llm.model else cfg.llm
         return cfg
-    return RunConfig(run_dir=str(run_dir), model=model, corpus=corpus,
-                     coders=[c for c in coders.split(",") if c.strip()], layer=layer, tokens=tokens, latents=latents,
-                     llm=llm, seed=seed, batch_size=batch_size)
+    return RunConfig(run_dir=str(run_dir), llm=llm, **settings)
 
 
 def _llm_config(url, model, api, key_env) -> LLMConfig:
@@ -66,6 +71,8 @@ TokensOpt = typer.Option(65_536, "--tokens", help="Tokens to cache.")
 LatentsOpt = typer.Option(8, "--latents", help="Latents to explain and score per coder.")
 SeedOpt = typer.Option(0, "--seed")
 BatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass when caching.")
+DtypeOpt = typer.Option("float16", "--value-dtype", help="Cached activation precision: float16 or bfloat16.")
+RunMbOpt = typer.Option(64.0, "--run-mb", help="Cache writer memory per coder (MB) before a sorted run is spilled.")
 UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter).")
 LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
 ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
@@ -76,11 +83,12 @@ KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment varia
 @clear_errors
 def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
           layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
-          batch_size: int = BatchOpt):
+          batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt):
     """Tokenize the corpus and cache the coders' sparse activations (resumable)."""
     from lantern.pipeline.cache_stage import run_cache
 
-    cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents, LLMConfig(), seed, batch_size)
+    cfg = _new_config(run_dir, LLMConfig(), model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
+                      latents=latents, seed=seed, batch_size=batch_size, value_dtype=value_dtype, run_mb=run_mb)
     cfg.save()
     result = run_cache(cfg)
     console.print(f"cached {result['n_tokens']} tokens in {result['seconds']:.0f}s → {cfg.path / 'cache'}")
@@ -136,7 +144,7 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 @clear_errors
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
-        batch_size: int = BatchOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
+        batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
@@ -147,8 +155,9 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     from lantern.pipeline.score_stage import run_score
     from lantern.summary import print_summary, summarise
 
-    cfg = _new_config(run_dir, model, corpus, coders, layer, tokens, latents,
-                      _llm_config(llm_url, llm_model, llm_api, llm_key_env), seed, batch_size)
+    cfg = _new_config(run_dir, _llm_config(llm_url, llm_model, llm_api, llm_key_env), model=model, corpus=corpus,
+                      coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
+                      value_dtype=value_dtype, run_mb=run_mb)
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -43,6 +43,10 @@ class RunConfig:
     tokens: int = 65_536
     seq_len: int = 256
     batch_size: int = 16
+    value_dtype: str = "float16"
+    """Stored activation precision: `float16` or `bfloat16` (for coders whose activations exceed 65504)."""
+    run_mb: float = 64.0
+    """Cache writer memory per coder before a sorted run is spilled (0: one run per batch)."""
     latents: int = 8
     """Latents explained and scored per coder."""
     scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing"])

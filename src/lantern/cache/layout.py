@@ -1,30 +1,36 @@
 """File names of a cache directory, in one place so writer and reader cannot disagree.
 
 cache/
-  tokens.npy            int32 [n_seq, seq_len], BOS first; stored once for every coder
-  doc_ids.npy           int32 [n_seq], the document each sequence came from
-  <coder>/manifest.json model, coder, corpus, counts, dtypes, lantern version; written last
-  <coder>/indptr.npy    int64 [num_latents + 1]
-  <coder>/token_index.npy uint32 [nnz], flat token index (seq * seq_len + pos), ascending per latent
-  <coder>/values.npy    float16 [nnz]
-  <coder>/stats.npz     per latent: count, max
-  <coder>/parts/        per-batch runs while writing (deleted when merged)
+  tokens.npy              int32 [n_seq, seq_len], BOS first; stored once for every coder
+  doc_ids.npy             int32 [n_seq], the document each sequence came from
+  corpus.json             model, tokenizer fingerprint, corpus spec: what the tokens were made with
+  windows/                shared index of block embeddings for hard negatives (see window_index.py)
+  <coder>/manifest.json   model, coder, corpus, counts, dtypes, shards with checksums; written last
+  <coder>/stats.npz       per latent: count, max, mean, decile edges, firing rate
+  <coder>/decoder_neighbours.npz  top neighbours by decoder cosine similarity (coders with a decoder)
+  <coder>/shard-NNNNN/    one latent range stored by latent (CSR), see shards.py
+  <coder>/runs/           sorted runs of batches while writing (deleted once the manifest exists)
 """
 from pathlib import Path
 
 TOKENS = "tokens.npy"
 DOC_IDS = "doc_ids.npy"
+CORPUS = "corpus.json"
+WINDOWS = "windows"
 MANIFEST = "manifest.json"
-INDPTR = "indptr.npy"
-TOKEN_INDEX = "token_index.npy"
-VALUES = "values.npy"
 STATS = "stats.npz"
-PARTS = "parts"
+RUNS = "runs"
+SHARD_META = "shard.json"
+DECODER_NEIGHBOURS = "decoder_neighbours.npz"
 
 
 def coder_dir(cache_dir: Path, coder_name: str) -> Path:
     return Path(cache_dir) / coder_name
 
 
-def part_path(cache_dir: Path, coder_name: str, batch: int) -> Path:
-    return coder_dir(cache_dir, coder_name) / PARTS / f"batch-{batch:07d}.npz"
+def runs_dir(cache_dir: Path, coder_name: str) -> Path:
+    return coder_dir(cache_dir, coder_name) / RUNS
+
+
+def shard_dir(coder_path: Path, shard: int) -> Path:
+    return Path(coder_path) / f"shard-{shard:05d}"

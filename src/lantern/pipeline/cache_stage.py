@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from lantern.cache.build import build_cache
+from lantern.cache.build import CacheOptions, build_cache, tokenizer_fingerprint
 from lantern.coders.loading import load_coders
 from lantern.config import RunConfig
 from lantern.data.corpus import tokenize_corpus
@@ -24,5 +24,7 @@ def run_cache(cfg: RunConfig, subject: SubjectModel | None = None) -> dict:
                              bos_id=subject.bos_id, seed=cfg.seed)
     with torch.inference_mode():
         manifests = build_cache(cfg.path / CACHE, subject.model, cfg.model, coders, corpus.tokens, corpus.doc_ids,
-                                corpus_spec=cfg.corpus, batch_size=cfg.batch_size)
+                                corpus_spec=cfg.corpus, tokenizer_id=tokenizer_fingerprint(subject.tokenizer),
+                                options=CacheOptions(batch_size=cfg.batch_size, value_dtype=cfg.value_dtype,
+                                                     run_bytes=int(cfg.run_mb * 2**20)))
     return {"seconds": time.perf_counter() - started, "n_tokens": int(corpus.tokens.size), "manifests": manifests}

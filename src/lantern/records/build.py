@@ -1,16 +1,31 @@
-"""Build the examples of each selected latent: explain windows, test windows by decile, verified negatives."""
+"""Latent records for many latents at once: explain / test / validation windows and typed negatives.
+
+Two vectorised passes over the cache (numpy on CSR blocks, no Python loop per latent):
+1. survey every latent: its disjoint activating windows (cells.py), its strongest cells, and which latents
+   co-occur with it; the latents with enough windows are eligible, and a seeded random sample is drawn;
+2. for the sampled latents: deciles, the explain sample (top / quantiles / random), test and validation
+   windows per decile from the rest, then negatives of each source for each scored split.
+Splits are disjoint by construction (each window goes to one split; windows never overlap); every negative
+is re-checked against the cache and the build fails loudly if one is not all zero.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
 from lantern.cache.reader import LatentCache
 from lantern.errors import LanternError
-from lantern.records.windows import activating_windows, random_negative_windows, window_activations
+from lantern.records.cells import Grid, WindowTable, active_cells, find_windows, rank_within, window_values
+from lantern.records.negatives import blocked_keys, first_per_latent, random_cells, similar_cells
+from lantern.records.neighbours import cooccurrence_neighbours
 
 N_DECILES = 10
+TOP_CELLS = 16
+"""Cells kept per latent in the survey, its strongest and as many at random: where its neighbours look for
+neighbour negatives (a co-occurring neighbour's strongest cells are often this latent's too)."""
 
 
 @dataclass(frozen=True)
@@ -20,46 +35,37 @@ class RecordConfig:
     ctx_len: int = 32
     """Tokens per window."""
     tokens_before: int = 16
-    """Tokens shown before the activating token (16 of 32 centres it)."""
+    """Tokens shown before the activating token of a centred window (16 of 32 centres it)."""
+    centred: bool = True
+    """Centre windows on their strongest token; False: windows are fixed cells of the sequence."""
     n_explain: int = 20
     """Activating windows shown to the explainer."""
     explain_sampling: str = "top"
     """`top` (strongest windows), `quantiles` (equal numbers per decile) or `random`."""
     n_test_per_decile: int = 1
     """Activating test windows drawn from each activation decile (after removing explain windows)."""
-    n_negatives: int = 10
-    """Random test windows on which the latent is verified to be zero everywhere."""
+    n_validation_per_decile: int = 0
+    """Activating validation windows per decile (for choosing among explanations), disjoint from test."""
+    n_negatives: int = 6
+    """Random windows, verified all zero, per scored split."""
+    n_similar_negatives: int = 4
+    """Hard negatives per scored split: zero windows most similar to the explain windows (window index)."""
+    n_neighbour_negatives: int = 4
+    """Zero windows where a co-occurring or decoder-similar neighbour latent fires, per scored split."""
+    n_neighbours: int = 8
+    """Neighbours kept per latent."""
     min_windows: int = 30
     """Latents with fewer disjoint activating windows are not explained."""
     seed: int = 0
 
+    @property
+    def windows_needed(self) -> int:
+        return max(self.min_windows,
+                   self.n_explain + (self.n_test_per_decile + self.n_validation_per_decile) * N_DECILES)
 
-def eligible_latents(cache: LatentCache, cfg: RecordConfig) -> np.ndarray:
-    """Latents that fire often enough to fill explain + test sets (cheap pre-filter on counts)."""
-    return np.flatnonzero(cache.counts >= cfg.min_windows)
-
-
-def candidate_order(cache: LatentCache, cfg: RecordConfig) -> np.ndarray:
-    """Eligible latents in a seeded random order (taking the first N ids would bias the sample)."""
-    return np.random.default_rng(cfg.seed).permutation(eligible_latents(cache, cfg))
-
-
-def _deciles(maxima: np.ndarray) -> np.ndarray:
-    """Decile 1 (weakest) .. 10 (strongest) of each window's max activation among this latent's windows."""
-    ranks = np.argsort(np.argsort(maxima, kind="stable"), kind="stable")
-    return 1 + (ranks * N_DECILES) // max(len(maxima), 1)
-
-
-def _rows(latent: int, split: str, kind: str, source: str, starts: np.ndarray, acts: np.ndarray,
-          deciles: np.ndarray, tokens_flat: np.ndarray, ctx_len: int) -> list[dict]:
-    rows = []
-    for start, act, decile in zip(starts.tolist(), acts, deciles.tolist()):
-        rows.append({
-            "latent": int(latent), "split": split, "kind": kind, "source": source, "decile": int(decile),
-            "start": int(start), "tokens": tokens_flat[start:start + ctx_len].astype(np.int32).tolist(),
-            "activations": act.astype(np.float32).tolist(), "max_activation": float(act.max()),
-        })
-    return rows
+    @property
+    def scored_splits(self) -> list[str]:
+        return ["test"] + (["validation"] if self.n_validation_per_decile else [])
 
 
 def check_window_fits(cfg: RecordConfig, seq_len: int) -> None:
@@ -68,67 +74,258 @@ def check_window_fits(cfg: RecordConfig, seq_len: int) -> None:
         raise LanternError(
             f"windows of ctx_len={cfg.ctx_len} with tokens_before={cfg.tokens_before} do not fit sequences of "
             f"seq_len={seq_len}: need 0 <= tokens_before < ctx_len < seq_len (position 0 is the BOS)")
+    if cfg.explain_sampling not in ("top", "quantiles", "random"):
+        raise LanternError(f"unknown explain_sampling {cfg.explain_sampling!r}: use top, quantiles or random")
 
 
-def latent_examples(cache: LatentCache, latent: int, cfg: RecordConfig) -> list[dict] | None:
-    """All example rows of one latent, or None if it has too few disjoint activating windows."""
-    check_window_fits(cfg, cache.seq_len)
-    token_index, values = cache.activations(latent)
-    seq_len, n_seq = cache.seq_len, cache.tokens.shape[0]
-    starts = activating_windows(token_index, values, seq_len, cfg.ctx_len, cfg.tokens_before)
-    if len(starts) < max(cfg.min_windows, cfg.n_explain + cfg.n_test_per_decile * N_DECILES):
-        return None
-    acts = window_activations(token_index, values, starts, cfg.ctx_len)
-    maxima = acts.max(axis=1)
-    deciles = _deciles(maxima)
-    rng = np.random.default_rng([cfg.seed, int(latent)])
+def latent_blocks(cache: LatentCache, max_latents: int = 4096, max_nnz: int = 4 << 20):
+    """Contiguous latent ranges inside one shard, bounded in latents and non-zeros (bounded memory)."""
+    counts = cache.counts
+    for meta in cache.shard_meta:
+        lo, hi = meta["latents"]
+        start, total = lo, 0
+        for latent in range(lo, hi):
+            if latent > start and (total + counts[latent] > max_nnz or latent - start >= max_latents):
+                yield start, latent
+                start, total = latent, 0
+            total += int(counts[latent])
+        if hi > start:
+            yield start, hi
+
+
+@dataclass
+class Survey:
+    """Pass 1 over every latent of a coder."""
+
+    n_windows: np.ndarray      # [num_latents] disjoint activating windows
+    top_cells: np.ndarray      # [num_latents, 2 * TOP_CELLS] strongest then random cells, -1 padded
+    neighbours: np.ndarray     # [num_latents, n_neighbours] by co-occurrence, -1 padded
+    neighbour_similarity: np.ndarray
+
+
+def survey(cache: LatentCache, cfg: RecordConfig, grid: Grid) -> Survey:
+    n = cache.num_latents
+    n_windows = np.zeros(n, np.int64)
+    top_cells = np.full((n, 2 * TOP_CELLS), -1, np.int32)
+    rng = np.random.default_rng([cfg.seed, 7])
+    pair_latent, pair_cell = [], []
+    for lo, hi in latent_blocks(cache):
+        indptr, tokens, values = cache.latent_block(lo, hi)
+        table = find_windows(indptr, tokens, values, grid, cfg.tokens_before, cfg.centred)
+        n_windows[lo:hi] = table.counts()
+        rank = rank_within(table.latent, -table.max)
+        top = rank < TOP_CELLS
+        top_cells[lo + table.latent[top], rank[top]] = table.cell[top]
+        rest = np.flatnonzero(~top)
+        rank = rank_within(table.latent[rest], rng.random(len(rest)))
+        pick = rest[rank < TOP_CELLS]
+        top_cells[lo + table.latent[pick], TOP_CELLS + rank[rank < TOP_CELLS]] = table.cell[pick]
+        latent, cell = active_cells(indptr, tokens, grid)
+        pair_latent.append(latent + lo)
+        pair_cell.append(cell)
+    neighbours, similarity = cooccurrence_neighbours(
+        np.concatenate(pair_latent) if pair_latent else np.zeros(0, np.int64),
+        np.concatenate(pair_cell) if pair_cell else np.zeros(0, np.int64), n, grid.n_cells, cfg.n_neighbours)
+    return Survey(n_windows, top_cells, neighbours, similarity)
+
+
+def sample_latents(survey_: Survey, cfg: RecordConfig, n_latents: int | None) -> np.ndarray:
+    """A seeded random sample of the eligible latents (taking the first ids would bias the sample)."""
+    eligible = np.flatnonzero(survey_.n_windows >= cfg.windows_needed)
+    order = np.random.default_rng(cfg.seed).permutation(eligible)
+    return order if n_latents is None else order[:n_latents]
+
+
+@dataclass
+class Extras:
+    """Optional evidence for negatives: the shared window index and decoder neighbours."""
+
+    cell_embeddings: np.ndarray | None = None  # [n_full_cells, dim] unit vectors of grid.full_cells()
+    window_index: object | None = None         # lantern.cache.window_index.WindowIndex
+    decoder_neighbours: np.ndarray | None = None  # [num_latents, k]
+
+
+def _split_activating(table: WindowTable, cfg: RecordConfig, rng: np.random.Generator):
+    """(split name per window or '', decile per window)."""
+    counts = table.counts()
+    rank_up = rank_within(table.latent, table.max)
+    decile = 1 + rank_up * N_DECILES // np.maximum(counts[table.latent], 1)
+    noise = rng.random(len(table.latent))
     if cfg.explain_sampling == "top":
-        explain = np.argsort(-maxima, kind="stable")[: cfg.n_explain]
-    elif cfg.explain_sampling == "quantiles":
-        per = max(1, cfg.n_explain // N_DECILES)
-        explain = np.concatenate([rng.permutation(np.flatnonzero(deciles == d))[:per] for d in range(1, N_DECILES + 1)])
+        explain = rank_within(table.latent, -table.max) < cfg.n_explain
     elif cfg.explain_sampling == "random":
-        explain = rng.choice(len(starts), size=cfg.n_explain, replace=False)
+        explain = rank_within(table.latent, noise) < cfg.n_explain
     else:
-        raise ValueError(f"unknown explain_sampling {cfg.explain_sampling!r}")
-    remaining = np.setdiff1d(np.arange(len(starts)), explain)
-    test = np.concatenate([
-        rng.permutation(remaining[deciles[remaining] == d])[: cfg.n_test_per_decile] for d in range(1, N_DECILES + 1)
-    ]).astype(np.int64)
-    assert not set(explain.tolist()) & set(test.tolist()), "explain and test windows overlap"
-    negatives = random_negative_windows(token_index, n_seq, seq_len, cfg.ctx_len, cfg.n_negatives, rng, starts)
-    neg_acts = window_activations(token_index, values, negatives, cfg.ctx_len)
-    if neg_acts.any():
-        raise AssertionError(f"latent {latent}: a negative window has a non-zero activation")
-    tokens_flat = cache.tokens.reshape(-1)
-    explain_source = cfg.explain_sampling
-    return (
-        _rows(latent, "explain", "activating", explain_source, starts[explain], acts[explain], deciles[explain],
-              tokens_flat, cfg.ctx_len)
-        + _rows(latent, "test", "activating", "quantiles", starts[test], acts[test], deciles[test], tokens_flat,
-                cfg.ctx_len)
-        + _rows(latent, "test", "negative", "random", negatives, neg_acts, np.zeros(len(negatives), np.int64),
-                tokens_flat, cfg.ctx_len)
-    )
+        per = max(1, cfg.n_explain // N_DECILES)
+        explain = rank_within(table.latent * (N_DECILES + 1) + decile, noise) < per
+    split = np.where(explain, "explain", "").astype(object)
+    rest = ~explain
+    group = (table.latent * (N_DECILES + 1) + decile)[rest]
+    rank = rank_within(group, rng.random(rest.sum()))
+    rest_split = np.full(rest.sum(), "", dtype=object)
+    rest_split[rank < cfg.n_test_per_decile] = "test"
+    rest_split[(rank >= cfg.n_test_per_decile) & (rank < cfg.n_test_per_decile + cfg.n_validation_per_decile)] = "validation"
+    split[rest] = rest_split
+    return split, decile
 
 
-def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None,
-                  on_record: Callable[[], None] | None = None) -> tuple[list[dict], list[dict]]:
-    """Example rows of up to `n_latents` latents, and one summary row per attempted latent (with how many
-    test positives and verified negatives it got: a dense latent may have fewer all-zero windows than asked)."""
+def _negatives(selected_local: np.ndarray, global_ids: np.ndarray, table: WindowTable, blocked: np.ndarray,
+               survey_: Survey, extras: Extras, cfg: RecordConfig, grid: Grid, rng: np.random.Generator):
+    """(local latent, cell, source, neighbour) of every negative, in order of preference within a source."""
+    n_splits = len(cfg.scored_splits)
+    out = []
+    excluded = blocked
+    n_local = table.n_latents
+
+    def keep(latent, cell, preference, count, source, neighbour):
+        nonlocal excluded
+        idx = first_per_latent(latent, cell, preference, np.full(n_local, count * n_splits), grid, excluded)
+        out.append((latent[idx], cell[idx], np.full(len(idx), source, dtype=object),
+                    neighbour[idx] if neighbour is not None else np.full(len(idx), -1, np.int64)))
+        excluded = np.union1d(excluded, latent[idx] * grid.n_cells + cell[idx])
+
+    if cfg.n_negatives:
+        latent, cell = random_cells(selected_local, 4 * cfg.n_negatives * n_splits + 8, grid, rng)
+        keep(latent, cell, rng.random(len(cell)), cfg.n_negatives, "random", None)
+    if cfg.n_similar_negatives and extras.cell_embeddings is not None:
+        explain = table.take(np.isin(table.latent, selected_local))
+        emb = extras.window_index.embed(explain.start, grid.seq_len, grid.ctx_len)
+        query = np.zeros((n_local, emb.shape[1]), np.float32)
+        np.add.at(query, explain.latent, emb)
+        query /= np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-6)
+        full = grid.full_cells()
+        latent, cell, sim = similar_cells(query[selected_local], selected_local, extras.cell_embeddings, full,
+                                          cfg.n_similar_negatives * n_splits, excluded, grid)
+        keep(latent, cell, -sim, cfg.n_similar_negatives, "similar", None)
+    if cfg.n_neighbour_negatives:
+        sources = [("neighbour-cooccurrence", survey_.neighbours)]
+        if extras.decoder_neighbours is not None:
+            sources.append(("neighbour-decoder", extras.decoder_neighbours))
+        per_source = -(-cfg.n_neighbour_negatives // len(sources))
+        for source, neighbours in sources:
+            nb = neighbours[global_ids[selected_local]]                     # [s, k]
+            cells = survey_.top_cells[np.maximum(nb, 0)]                    # [s, k, TOP_CELLS]
+            valid = (nb[:, :, None] >= 0) & (cells >= 0)
+            latent = np.broadcast_to(selected_local[:, None, None], cells.shape)[valid]
+            neighbour = np.broadcast_to(nb[:, :, None], cells.shape)[valid]
+            preference = np.broadcast_to(np.arange(cells[0].size).reshape(cells.shape[1:]), cells.shape)[valid]
+            cell = cells[valid]
+            full = np.isin(cell, grid.full_cells())
+            keep(latent[full], cell[full], preference[full], per_source, source, neighbour[full])
+    latent, cell, source, neighbour = (np.concatenate([o[i] for o in out]) if out else np.zeros(0)
+                                       for i in range(4))
+    return latent.astype(np.int64), cell.astype(np.int64), source, neighbour.astype(np.int64)
+
+
+def build_block(cache: LatentCache, lo: int, hi: int, selected: np.ndarray, cfg: RecordConfig, grid: Grid,
+                survey_: Survey, extras: Extras) -> dict[str, np.ndarray]:
+    """Example columns of the selected latents (global ids) inside latents [lo, hi)."""
+    indptr, tokens, values = cache.latent_block(lo, hi)
+    rng = np.random.default_rng([cfg.seed, lo])
+    selected_local = np.sort(selected - lo)
+    global_ids = np.arange(lo, hi)
+    table = find_windows(indptr, tokens, values, grid, cfg.tokens_before, cfg.centred)
+    table = table.take(np.isin(table.latent, selected_local))
+    # deciles and top sampling rank a window by the strongest activation it shows, which may be a
+    # neighbouring cell's peak rather than its own
+    table.max = window_values(indptr, tokens, values, table.latent, table.start, cfg.ctx_len, grid.n_tokens).max(
+        axis=1) if len(table.start) else table.max
+    split, decile = _split_activating(table, cfg, rng)
+    used = split != ""
+    act = table.take(used)
+    act_split, act_decile = split[used], decile[used]
+    latent, cell = active_cells(indptr, tokens, grid)
+    chosen = np.isin(latent, selected_local)
+    blocked = blocked_keys(latent[chosen], cell[chosen], grid)
+    neg_latent, neg_cell, neg_source, neg_neighbour = _negatives(
+        selected_local, global_ids, table.take(split == "explain"), blocked, survey_, extras, cfg, grid, rng)
+    # alternate each latent's negatives of one source between the scored splits
+    order_in_source = rank_within(neg_latent * 64 + np.unique(neg_source, return_inverse=True)[1],
+                                  np.arange(len(neg_latent)))
+    splits = np.array(cfg.scored_splits, dtype=object)
+    neg_split = splits[order_in_source % len(splits)]
+
+    n_act, n_neg = len(act.start), len(neg_cell)
+    columns = {
+        "latent": np.concatenate([act.latent, neg_latent]) + lo,
+        "split": np.concatenate([act_split, neg_split]).astype(str),
+        "kind": np.array(["activating"] * n_act + ["negative"] * n_neg),
+        "source": np.concatenate([np.where(act_split == "explain", cfg.explain_sampling, "quantiles"),
+                                  neg_source]).astype(str),
+        "neighbour": np.concatenate([np.full(n_act, -1), neg_neighbour]).astype(np.int64),
+        "decile": np.concatenate([act_decile, np.zeros(n_neg, np.int64)]).astype(np.int64),
+        "start": np.concatenate([act.start, grid.cell_start(neg_cell)]).astype(np.int64),
+    }
+    acts = window_values(indptr, tokens, values, columns["latent"] - lo, columns["start"], cfg.ctx_len, grid.n_tokens)
+    if acts[n_act:].any():
+        bad = int(columns["latent"][n_act:][acts[n_act:].any(axis=1)][0])
+        raise AssertionError(f"latent {bad}: a negative window has a non-zero activation")
+    columns["activations"] = acts
+    columns["max_activation"] = acts.max(axis=1) if len(acts) else np.zeros(0, np.float32)
+    return columns
+
+
+def _table(parts: list[dict[str, np.ndarray]], tokens_flat: np.ndarray, ctx_len: int) -> pa.Table:
+    names = ["latent", "split", "kind", "source", "neighbour", "decile", "start", "activations", "max_activation"]
+    if not parts:
+        cols = {n: np.zeros(0) for n in names}
+        cols["activations"] = np.zeros((0, ctx_len), np.float32)
+    else:
+        cols = {n: np.concatenate([p[n] for p in parts]) for n in names}
+    order = np.lexsort((cols["start"], -cols["decile"], cols["kind"], cols["split"], cols["latent"]))
+    cols = {n: c[order] for n, c in cols.items()}
+    window_tokens = tokens_flat[cols["start"].astype(np.int64)[:, None] + np.arange(ctx_len)[None, :]]
+    as_list = lambda a, t: pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1), t), ctx_len).cast(pa.list_(t))  # noqa: E731
+    return pa.table({
+        "latent": pa.array(cols["latent"].astype(np.int64)), "split": pa.array(cols["split"].astype(str)),
+        "kind": pa.array(cols["kind"].astype(str)), "source": pa.array(cols["source"].astype(str)),
+        "neighbour": pa.array(cols["neighbour"].astype(np.int64)), "decile": pa.array(cols["decile"].astype(np.int64)),
+        "start": pa.array(cols["start"].astype(np.int64)),
+        "tokens": as_list(window_tokens.astype(np.int32), pa.int32()),
+        "activations": as_list(cols["activations"].astype(np.float32), pa.float32()),
+        "max_activation": pa.array(cols["max_activation"].astype(np.float32)),
+    })
+
+
+def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None, extras: Extras | None = None,
+                  on_block: Callable[[int], None] | None = None) -> tuple[pa.Table, list[dict]]:
+    """Example rows of up to `n_latents` sampled eligible latents (all of them with None), and one summary
+    row per sampled latent (how many windows it had, how many test positives and negatives it got)."""
     check_window_fits(cfg, cache.seq_len)
-    rows: list[dict] = []
-    summary: list[dict] = []
-    for latent in candidate_order(cache, cfg).tolist():
-        if n_latents is not None and sum(r["has_record"] for r in summary) >= n_latents:
-            break
-        examples = latent_examples(cache, latent, cfg)
-        summary.append({"latent": latent, "count": int(cache.counts[latent]), "max": float(cache.maxima[latent]),
-                        "firing_rate": float(cache.counts[latent]) / cache.tokens.size,
-                        "has_record": examples is not None,
-                        "n_test_activating": sum(e["split"] == "test" and e["kind"] == "activating" for e in examples or []),
-                        "n_negatives": sum(e["kind"] == "negative" for e in examples or [])})
-        rows.extend(examples or [])
-        if examples is not None and on_record is not None:
-            on_record()
-    return rows, summary
+    grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.ctx_len)
+    extras = extras or Extras()
+    survey_ = survey(cache, cfg, grid)
+    selected = sample_latents(survey_, cfg, n_latents)
+    parts = []
+    for lo, hi in latent_blocks(cache):
+        inside = selected[(selected >= lo) & (selected < hi)]
+        if len(inside):
+            parts.append(build_block(cache, lo, hi, inside, cfg, grid, survey_, extras))
+            if on_block is not None:
+                on_block(len(inside))
+    table = _table(parts, np.asarray(cache.tokens).reshape(-1), cfg.ctx_len)
+    summary = _summary(table, selected, survey_, cache, cfg)
+    return table, summary
+
+
+def _summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cache: LatentCache, cfg: RecordConfig) -> list[dict]:
+    latent = table.column("latent").to_numpy()
+    split = table.column("split").to_numpy(zero_copy_only=False)
+    kind = table.column("kind").to_numpy(zero_copy_only=False)
+    source = table.column("source").to_numpy(zero_copy_only=False)
+    n = cache.num_latents
+    test = split == "test"
+    count = lambda mask: np.bincount(latent[mask], minlength=n)  # noqa: E731
+    n_test_activating = count(test & (kind == "activating"))
+    n_negatives = count(test & (kind == "negative"))
+    by_source = {s: count(test & (kind == "negative") & (source == s))
+                 for s in ("random", "similar", "neighbour-cooccurrence", "neighbour-decoder")}
+    rows = []
+    for l in selected.tolist():  # noqa: E741 - one summary row per sampled latent
+        rows.append({
+            "latent": l, "count": int(cache.counts[l]), "max": float(cache.maxima[l]),
+            "firing_rate": float(cache.stats["firing_rate"][l]), "n_windows": int(survey_.n_windows[l]),
+            "has_record": True, "n_test_activating": int(n_test_activating[l]), "n_negatives": int(n_negatives[l]),
+            **{f"n_negatives_{s}": int(c[l]) for s, c in by_source.items()},
+        })
+    return rows
