@@ -41,12 +41,12 @@ def check_latent_rows(cache: LatentCache, latent: int, rows: list[dict], cfg: Re
     seq_len = cache.seq_len
     tokens_flat = np.asarray(cache.tokens).reshape(-1)
     dense = dense_latent(cache, latent)
-    explain = [r for r in rows if r["split"] == "explain"]
+    explain = [r for r in rows if r["split"] == "explain" and r["kind"] == "activating"]
     scored_pos = [r for r in rows if r["split"] != "explain" and r["kind"] == "activating"]
     negatives = [r for r in rows if r["kind"] == "negative"]
     assert len(explain) == cfg.n_explain
-    assert all(r["kind"] == "activating" for r in explain)
-    assert {r["split"] for r in negatives} <= set(cfg.scored_splits)
+    assert {r["split"] for r in negatives} <= set(cfg.scored_splits) | ({"explain"} if cfg.n_explain_negatives else set())
+    assert sum(r["split"] == "explain" for r in negatives) <= cfg.n_explain_negatives  # fewer if zero cells run out
     assert {r["source"] for r in negatives} <= {"random", "similar", "neighbour-cooccurrence", "neighbour-decoder"}
     assert 0 < len([r for r in scored_pos if r["split"] == "test"]) <= cfg.n_test_per_decile * N_DECILES
     assert len(explain) + len(scored_pos) + len(negatives) == len(rows)
@@ -87,19 +87,20 @@ def test_records_of_a_real_cache(built_cache, coder, sampling):
     cache_dir, _, _ = built_cache
     cache = LatentCache(cache_dir, coder)
     cfg = RecordConfig(**{**CFG.__dict__, "explain_sampling": sampling, "n_validation_per_decile": 1,
-                          "n_similar_negatives": 3, "n_neighbour_negatives": 4,
+                          "n_similar_negatives": 3, "n_neighbour_negatives": 4, "n_explain_negatives": 2,
                           "n_explain": 10 if sampling == "quantiles" else CFG.n_explain})
     table, summary = build_records(cache, cfg, n_latents=6, extras=load_extras(cache, _run_cfg(cache_dir, cfg)))
     by_latent = group(table)
     assert len(by_latent) == 6 == len(summary)
     assert {s["latent"] for s in summary} == set(by_latent)
-    sources = set()
+    sources, explain_negatives = set(), 0
     for latent, latent_rows in by_latent.items():
         check_latent_rows(cache, latent, latent_rows, cfg)
         splits = {(r["split"], r["kind"]) for r in latent_rows}
         assert ("validation", "activating") in splits and ("validation", "negative") in splits
+        explain_negatives += ("explain", "negative") in splits
         sources |= {r["source"] for r in latent_rows if r["kind"] == "negative"}
-    assert {"random", "similar", "neighbour-cooccurrence"} <= sources
+    assert {"random", "similar", "neighbour-cooccurrence"} <= sources and explain_negatives > 0
     if coder == "sae":  # the neuron coders of these tests are made without the model's down projection
         assert cache.manifest["decoder_neighbours"] and "neighbour-decoder" in sources
     for s in summary:

@@ -52,6 +52,9 @@ class RecordConfig:
     """Hard negatives per scored split: zero windows most similar to the explain windows (window index)."""
     n_neighbour_negatives: int = 4
     """Zero windows where a co-occurring or decoder-similar neighbour latent fires, per scored split."""
+    n_explain_negatives: int = 0
+    """Zero windows shown to a contrastive explainer beside the activating ones (similar ones where the window
+    index exists, else random); disjoint from every scored negative."""
     n_neighbours: int = 8
     """Neighbours kept per latent."""
     min_windows: int = 30
@@ -177,26 +180,34 @@ def _negatives(selected_local: np.ndarray, global_ids: np.ndarray, table: Window
     excluded = blocked
     n_local = table.n_latents
 
-    def keep(latent, cell, preference, count, source, neighbour):
+    def keep(latent, cell, preference, count, source, neighbour, split=""):
         nonlocal excluded
-        idx = first_per_latent(latent, cell, preference, np.full(n_local, count * n_splits), grid, excluded)
+        per_latent = count * (n_splits if not split else 1)
+        idx = first_per_latent(latent, cell, preference, np.full(n_local, per_latent), grid, excluded)
         out.append((latent[idx], cell[idx], np.full(len(idx), source, dtype=object),
-                    neighbour[idx] if neighbour is not None else np.full(len(idx), -1, np.int64)))
+                    neighbour[idx] if neighbour is not None else np.full(len(idx), -1, np.int64),
+                    np.full(len(idx), split, dtype=object)))
         excluded = np.union1d(excluded, latent[idx] * grid.n_cells + cell[idx])
 
     if cfg.n_negatives:
         latent, cell = random_cells(selected_local, 4 * cfg.n_negatives * n_splits + 8, grid, rng)
         keep(latent, cell, rng.random(len(cell)), cfg.n_negatives, "random", None)
-    if cfg.n_similar_negatives and extras.cell_embeddings is not None:
+    query = None
+    if extras.cell_embeddings is not None and (cfg.n_similar_negatives or cfg.n_explain_negatives):
         explain = table.take(np.isin(table.latent, selected_local))
         emb = extras.window_index.embed(explain.start, grid.seq_len, grid.ctx_len)
         query = np.zeros((n_local, emb.shape[1]), np.float32)
         np.add.at(query, explain.latent, emb)
         query /= np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-6)
-        full = grid.full_cells()
-        latent, cell, sim = similar_cells(query[selected_local], selected_local, extras.cell_embeddings, full,
-                                          cfg.n_similar_negatives * n_splits, excluded, grid)
-        keep(latent, cell, -sim, cfg.n_similar_negatives, "similar", None)
+
+    def similar(count, split=""):
+        wanted = count * (n_splits if not split else 1)
+        latent, cell, sim = similar_cells(query[selected_local], selected_local, extras.cell_embeddings,
+                                          grid.full_cells(), wanted, excluded, grid)
+        keep(latent, cell, -sim, count, "similar", None, split)
+
+    if cfg.n_similar_negatives and query is not None:
+        similar(cfg.n_similar_negatives)
     if cfg.n_neighbour_negatives:
         sources = [("neighbour-cooccurrence", survey_.neighbours)]
         if extras.decoder_neighbours is not None:
@@ -212,9 +223,15 @@ def _negatives(selected_local: np.ndarray, global_ids: np.ndarray, table: Window
             cell = cells[valid]
             full = np.isin(cell, grid.full_cells())
             keep(latent[full], cell[full], preference[full], per_source, source, neighbour[full])
-    latent, cell, source, neighbour = (np.concatenate([o[i] for o in out]) if out else np.zeros(0)
-                                       for i in range(4))
-    return latent.astype(np.int64), cell.astype(np.int64), source, neighbour.astype(np.int64)
+    if cfg.n_explain_negatives:
+        if query is not None:
+            similar(cfg.n_explain_negatives, "explain")
+        else:
+            latent, cell = random_cells(selected_local, 4 * cfg.n_explain_negatives + 8, grid, rng)
+            keep(latent, cell, rng.random(len(cell)), cfg.n_explain_negatives, "random", None, "explain")
+    latent, cell, source, neighbour, split = (np.concatenate([o[i] for o in out]) if out else np.zeros(0)
+                                              for i in range(5))
+    return latent.astype(np.int64), cell.astype(np.int64), source, neighbour.astype(np.int64), split
 
 
 def build_block(cache: LatentCache, lo: int, hi: int, selected: np.ndarray, cfg: RecordConfig, grid: Grid,
@@ -237,13 +254,13 @@ def build_block(cache: LatentCache, lo: int, hi: int, selected: np.ndarray, cfg:
     latent, cell = active_cells(indptr, tokens, grid)
     chosen = np.isin(latent, selected_local)
     blocked = blocked_keys(latent[chosen], cell[chosen], grid)
-    neg_latent, neg_cell, neg_source, neg_neighbour = _negatives(
+    neg_latent, neg_cell, neg_source, neg_neighbour, neg_forced = _negatives(
         selected_local, global_ids, table.take(split == "explain"), blocked, survey_, extras, cfg, grid, rng)
     # alternate each latent's negatives of one source between the scored splits
     order_in_source = rank_within(neg_latent * 64 + np.unique(neg_source, return_inverse=True)[1],
                                   np.arange(len(neg_latent)))
     splits = np.array(cfg.scored_splits, dtype=object)
-    neg_split = splits[order_in_source % len(splits)]
+    neg_split = np.where(neg_forced != "", neg_forced, splits[order_in_source % len(splits)])
 
     n_act, n_neg = len(act.start), len(neg_cell)
     columns = {
