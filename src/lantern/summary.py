@@ -10,8 +10,9 @@ from rich.table import Table
 from scipy import stats
 
 from lantern.config import RunConfig
-from lantern.io import write_json
-from lantern.pipeline.files import EXPLANATIONS, SCORES, SUMMARY
+from lantern.io import write_json, write_parquet
+from lantern.pipeline.files import EXPLANATIONS, SCORES, SUMMARY, USAGE_PER_LATENT
+from lantern.pipeline.usage import usage_per_latent
 
 
 def _mean_ci(values: list[float]) -> tuple[float, float]:
@@ -43,9 +44,29 @@ def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
                          "prompt_tokens_per_latent": float(np.mean([r["prompt_tokens"] for r in mine])) if mine else 0.0,
                          "explain_prompt_tokens_per_latent": float(np.mean([r["prompt_tokens"] for r in explained]))
                          if explained else 0.0})
-    summary = {"run_dir": str(cfg.path), "stage_seconds": stage_seconds, "rows": rows}
+    summary = {"run_dir": str(cfg.path), "stage_seconds": stage_seconds, "rows": rows, "llm": _llm_usage(cfg)}
     write_json(cfg.path / SUMMARY, summary)
     return summary
+
+
+def _llm_usage(cfg: RunConfig) -> list[dict]:
+    """Per stage: calls, cache hits, failures, retries, tokens per latent (all and paid by this run), LLM time."""
+    per_latent = usage_per_latent(cfg.path)
+    if per_latent is None:
+        return []
+    write_parquet(cfg.path / USAGE_PER_LATENT, per_latent)
+    out = []
+    rows = per_latent.to_pylist()
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        mine = [r for r in rows if r["stage"] == stage]
+        total = {key: int(sum(r[key] for r in mine)) for key in
+                 ("calls", "cache_hits", "failed", "retries", "prompt_tokens", "completion_tokens",
+                  "paid_prompt_tokens", "paid_completion_tokens")}
+        out.append({"stage": stage, "latents": len(mine), **total,
+                    "prompt_tokens_per_latent": total["prompt_tokens"] / len(mine),
+                    "completion_tokens_per_latent": total["completion_tokens"] / len(mine),
+                    "llm_seconds": float(sum(r["seconds"] for r in mine))})
+    return out
 
 
 def _fmt(mean: float, half: float) -> str:
@@ -66,6 +87,16 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
                       str(r["explanations_failed"]),
                       f"{r['prompt_tokens_per_latent']:.0f} (+{r['explain_prompt_tokens_per_latent']:.0f} explain)")
     console.print(table)
+    if summary.get("llm"):
+        usage = Table(title="LLM calls per stage (tokens per latent; paid = not from the response cache)")
+        for column in ("stage", "latents", "calls", "cache hits", "failed", "retries", "prompt tok./latent",
+                       "completion tok./latent", "paid prompt tok."):
+            usage.add_column(column)
+        for u in summary["llm"]:
+            usage.add_row(u["stage"], str(u["latents"]), str(u["calls"]), str(u["cache_hits"]), str(u["failed"]),
+                          str(u["retries"]), f"{u['prompt_tokens_per_latent']:.0f}",
+                          f"{u['completion_tokens_per_latent']:.0f}", str(u["paid_prompt_tokens"]))
+        console.print(usage)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items())
     if times:
         console.print(f"stage times: {times}")

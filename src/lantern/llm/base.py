@@ -1,9 +1,11 @@
-"""The request/response types every LLM backend speaks."""
+"""The request/response types every LLM backend speaks, and the interface backends implement."""
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import AsyncIterator
 
 
 @dataclass(frozen=True)
@@ -16,6 +18,11 @@ class Request:
     stop: tuple[str, ...] = ("\n",)
     top_logprobs: int = 0
     """If > 0, return the top log-probabilities of the first generated token."""
+    seed: int | None = None
+    """Sampling seed: candidates sampled from one prompt differ by seed (and so by response-cache key)."""
+    prompt_logprobs: bool = False
+    """Also return each prompt token's log-prob and top alternatives (needs `capabilities.prompt_logprobs`);
+    they land in `Response.extra["prompt"]` as [token, logprob, {alternative: logprob}] triples."""
 
 
 @dataclass
@@ -28,6 +35,10 @@ class Response:
     """Why the call failed after retries; None on success. Failed calls are counted, never dropped."""
     cached: bool = False
     seconds: float = 0.0
+    attempts: int = 1
+    """Calls made to the backend for this answer (1 + retries)."""
+    retry_reasons: list[str] = field(default_factory=list)
+    """Why each earlier attempt failed (429, timeout, dropped connection, malformed JSON, ...)."""
     extra: dict = field(default_factory=dict)
 
     @property
@@ -35,16 +46,49 @@ class Response:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can return; a scorer that needs one of these checks it and says so clearly."""
+
+    logprobs: bool = True
+    """Top log-probabilities of generated tokens."""
+    prompt_logprobs: bool = False
+    """Log-probabilities of the prompt's own tokens (OpenAI `echo`)."""
+
+
 class LLMClient(ABC):
-    """A backend that answers a batch of requests. Implementations batch or parallelise internally."""
+    """A backend. The run's queue (llm/queue.py) calls `acomplete` with batches of at most `max_batch`
+    requests from at most `max_concurrency` tasks at once."""
 
     backend: str
     model_id: str
-    supports_logprobs: bool = True
+    capabilities: Capabilities = Capabilities()
+    max_batch: int = 1
+    """Requests per call: 1 for servers (they batch internally), the batch size for in-process models."""
+    max_concurrency: int = 64
+    """Calls in flight at once: a server's capacity; 1 for an in-process model (one forward at a time)."""
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return self.capabilities.logprobs
 
     @abstractmethod
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        """Answers in the order of `batch`; a failure is a Response with `error` set, not an exception."""
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        """Per-event-loop resources (e.g. an HTTP connection pool), opened for one run of the queue."""
+        yield
+
     def complete(self, requests: list[Request]) -> list[Response]:
-        """Answers in the order of `requests`; a failure is a Response with `error` set, not an exception."""
+        """Synchronous convenience: all requests through the queue, no response cache."""
+        from lantern.llm.queue import run_requests
+
+        return run_requests(self, requests)
+
+    def check_answers(self, responses: list[Response]) -> None:  # noqa: B027 - optional hook
+        """Raise a LanternError when the answers show the backend is unusable (e.g. nothing listening)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -25,4 +25,4 @@ def make_client(llm_cfg, run_dir: Path, subject=None) -> CachedClient:
         if subject is None or subject.name != name:
             subject = load_subject_model(name)
         inner = TransformersClient(subject.model, subject.tokenizer, model_id=name, batch_size=llm_cfg.batch_size)
-    return CachedClient(inner, Path(run_dir) / RESPONSE_CACHE)
+    return CachedClient(inner, Path(run_dir) / RESPONSE_CACHE, concurrency=llm_cfg.concurrency)

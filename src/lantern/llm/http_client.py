@@ -6,15 +6,18 @@ still fails becomes a Response with `error` set and the run goes on.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator
 
 import httpx
 
 from lantern.errors import LanternError
-from lantern.llm.base import LLMClient, Request, Response, normalise_logprobs
+from lantern.llm.base import Capabilities, LLMClient, Request, Response, normalise_logprobs
+from lantern.llm.queue import run_requests
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -23,39 +26,62 @@ class HTTPClient(LLMClient):
     backend = "openai-http"
 
     def __init__(self, base_url: str, model_id: str, api: str = "completions", api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0):
+                 concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0,
+                 prompt_logprobs: bool = False):
         if api not in ("completions", "chat"):
             raise LanternError(f"--llm-api must be completions or chat, not {api!r}")
         self.base_url = base_url.rstrip("/")
         self.model_id = model_id
         self.api = api
         self.concurrency = concurrency
+        self.max_concurrency = concurrency
         self.max_retries = max_retries
         self.backoff = backoff
-        headers = {}
+        self.timeout = timeout
+        # prompt log-probs need `echo`, which only the completions API of some servers (vLLM, llama.cpp) has
+        self.capabilities = Capabilities(logprobs=True, prompt_logprobs=prompt_logprobs and api == "completions")
+        self._headers = {}
         key = os.environ.get(api_key_env)
         if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self.http = httpx.Client(timeout=timeout, headers=headers)
+            self._headers["Authorization"] = f"Bearer {key}"
+        self._http: httpx.AsyncClient | None = None
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(timeout=self.timeout, headers=self._headers, limits=limits) as http:
+            self._http = http
+            try:
+                yield
+            finally:
+                self._http = None
 
     def _body(self, r: Request) -> tuple[str, dict]:
         common = {"model": self.model_id, "max_tokens": r.max_tokens, "temperature": r.temperature}
         if r.stop:
             common["stop"] = list(r.stop)
+        if r.seed is not None:
+            common["seed"] = r.seed
+        if r.prompt_logprobs and not self.capabilities.prompt_logprobs:
+            raise LanternError(f"prompt log-probs were asked of {self.base_url} ({self.api} API) without "
+                               f"--llm-prompt-logprobs: only completions servers with `echo` (vLLM, llama.cpp) have them")
         if self.api == "chat":
             body = {**common, "messages": [{"role": "user", "content": r.prompt}]}
             if r.top_logprobs:
                 body.update(logprobs=True, top_logprobs=r.top_logprobs)
             return "/chat/completions", body
         body = {**common, "prompt": r.prompt}
-        if r.top_logprobs:
-            body["logprobs"] = r.top_logprobs
+        if r.top_logprobs or r.prompt_logprobs:
+            body["logprobs"] = max(r.top_logprobs, 1)
+        if r.prompt_logprobs:
+            body["echo"] = True
         return "/completions", body
 
-    def _parse(self, payload: dict) -> Response:
+    def _parse(self, payload: dict, echoed: bool = False) -> Response:
         choice = payload["choices"][0]
         usage = payload.get("usage") or {}
         first = None
+        extra = {}
         logprobs = choice.get("logprobs")
         if self.api == "chat":
             text = (choice.get("message") or {}).get("content") or ""
@@ -65,50 +91,66 @@ class HTTPClient(LLMClient):
         else:
             text = choice.get("text") or ""
             tops = (logprobs or {}).get("top_logprobs") or []
-            if tops:
-                first = normalise_logprobs(dict(tops[0]))
+            n_prompt = 0
+            if echoed:  # the echoed prompt comes first, in the text and in every log-prob list
+                n_prompt = int(usage["prompt_tokens"])
+                tokens = logprobs["tokens"]
+                values = logprobs["token_logprobs"]
+                extra["prompt"] = [[tokens[i], values[i], normalise_logprobs(dict(tops[i] or {}))]
+                                   for i in range(n_prompt)]
+                text = text[len("".join(tokens[:n_prompt])):]
+            if len(tops) > n_prompt:
+                first = normalise_logprobs(dict(tops[n_prompt] or {}))
         return Response(text=text, first_token_logprobs=first, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                        completion_tokens=int(usage.get("completion_tokens", 0)))
+                        completion_tokens=int(usage.get("completion_tokens", 0)), extra=extra)
 
-    def _one(self, request: Request) -> Response:
+    async def _one(self, request: Request) -> Response:
         path, body = self._body(request)
         url = self.base_url + path
-        last_error = "no attempt made"
+        reasons: list[str] = []
         for attempt in range(self.max_retries + 1):
             start = time.perf_counter()
             wait = self.backoff * (2 ** attempt) * (0.5 + random.random())
             try:
-                reply = self.http.post(url, json=body)
+                reply = await self._http.post(url, json=body)
             except httpx.ConnectError as err:
-                last_error = f"cannot connect to {self.base_url}: {err}"
-            except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError) as err:
-                last_error = f"{type(err).__name__}: {err}"
+                reasons.append(f"cannot connect to {self.base_url}: {err}")
+            except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
+                reasons.append(f"{type(err).__name__}: {err}")
             else:
                 if reply.status_code == 200:
                     try:
-                        response = self._parse(reply.json())
+                        response = self._parse(reply.json(), echoed=request.prompt_logprobs)
                     except (ValueError, KeyError, IndexError, TypeError) as err:
-                        last_error = f"malformed answer from server: {type(err).__name__}: {err}"
+                        reasons.append(f"malformed answer from server: {type(err).__name__}: {err}")
                     else:
                         response.seconds = time.perf_counter() - start
+                        response.attempts, response.retry_reasons = attempt + 1, reasons
                         return response
                 elif reply.status_code in RETRY_STATUS:
-                    last_error = f"HTTP {reply.status_code}"
+                    reasons.append(f"HTTP {reply.status_code}")
                     retry_after = reply.headers.get("retry-after")
                     if retry_after and retry_after.replace(".", "", 1).isdigit():
                         wait = max(wait, float(retry_after))
                 else:
-                    return Response(text="", error=f"HTTP {reply.status_code}: {reply.text[:200]}")
+                    return Response(text="", error=f"HTTP {reply.status_code}: {reply.text[:200]}",
+                                    attempts=attempt + 1, retry_reasons=reasons)
             if attempt < self.max_retries:
-                time.sleep(wait)
-        return Response(text="", error=last_error)
+                await asyncio.sleep(wait)
+        return Response(text="", error=reasons[-1], attempts=self.max_retries + 1, retry_reasons=reasons[:-1])
+
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        return list(await asyncio.gather(*(self._one(r) for r in batch)))
 
     def complete(self, requests: list[Request]) -> list[Response]:
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            responses = list(pool.map(self._one, requests))
-        if responses and all(r.error and r.error.startswith("cannot connect") for r in responses):
-            raise LanternError(f"LLM server at {self.base_url} refuses connections ({responses[0].error.split(': ', 1)[-1]})")
+        responses = run_requests(self, requests, self.concurrency)
+        self.check_answers(responses)
         return responses
 
-    def close(self) -> None:
-        self.http.close()
+    def check_answers(self, responses: list[Response]) -> None:
+        """Every answer failing with a refused connection means a wrong URL or a server that is not up: stop
+        with one clear message instead of recording thousands of failures."""
+        answered = [r for r in responses if r is not None]
+        if answered and all(r.error and r.error.startswith("cannot connect") for r in answered):
+            reason = answered[0].error.split(": ", 1)[-1]
+            raise LanternError(f"LLM server at {self.base_url} refuses connections ({reason})")

@@ -1,7 +1,8 @@
 """A content-addressed, persistent response cache: a rerun never pays twice for the same answer.
 
-Keyed by backend + model + the full request (prompt and sampling parameters). SQLite in WAL mode is safe
-for several processes; an answer is committed as soon as its batch finishes, so a killed run keeps it.
+Keyed by backend + model + the full request (prompt and sampling parameters). SQLite in WAL mode with a busy
+timeout is safe for several threads and processes; each answer is committed the moment the queue receives
+it, so a run killed with SIGKILL keeps every answer it had been given.
 """
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import dataclasses
 import hashlib
 import json
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Callable
 
 from lantern.llm.base import LLMClient, Request, Response
+from lantern.llm.queue import run_requests
 
 
 def request_key(backend: str, model_id: str, request: Request) -> str:
@@ -20,46 +24,81 @@ def request_key(backend: str, model_id: str, request: Request) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-class CachedClient(LLMClient):
-    """Wraps a client; only successful answers are stored, so failures are retried next run."""
+class ResponseCache:
+    """The SQLite table of successful answers."""
 
-    def __init__(self, inner: LLMClient, path: str | Path):
-        self.inner = inner
-        self.backend, self.model_id = inner.backend, inner.model_id
-        self.supports_logprobs = inner.supports_logprobs
+    def __init__(self, path: str | Path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
+        self.db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
-        self.db.commit()
-        self.hits = 0
-        self.misses = 0
 
-    def _lookup(self, key: str) -> Response | None:
-        row = self.db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+    def get(self, key: str) -> Response | None:
+        with self.lock:
+            row = self.db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         response = Response(**json.loads(row[0]))
         response.cached = True
         return response
 
-    def complete(self, requests: list[Request]) -> list[Response]:
-        keys = [request_key(self.backend, self.model_id, r) for r in requests]
-        answers: list[Response | None] = [self._lookup(k) for k in keys]
-        missing = [i for i, a in enumerate(answers) if a is None]
-        self.hits += len(requests) - len(missing)
-        self.misses += len(missing)
-        if missing:
-            fresh = self.inner.complete([requests[i] for i in missing])
-            with self.db:
-                for i, response in zip(missing, fresh):
-                    answers[i] = response
-                    if response.ok:
-                        stored = dataclasses.asdict(response)
-                        stored["cached"] = False
-                        self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (keys[i], json.dumps(stored)))
-        return [a for a in answers if a is not None]
+    def put(self, key: str, response: Response) -> None:
+        stored = dataclasses.asdict(response)
+        stored["cached"] = False
+        with self.lock:
+            self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?)", (key, json.dumps(stored)))
+
+    def count(self) -> int:
+        with self.lock:
+            return self.db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
         self.db.close()
+
+
+class CachedClient(LLMClient):
+    """A client behind the response cache and the queue: only misses reach the backend, and only successful
+    answers are stored, so failures are retried by the next run."""
+
+    def __init__(self, inner: LLMClient, path: str | Path, concurrency: int = 8):
+        self.inner = inner
+        self.backend, self.model_id = inner.backend, inner.model_id
+        self.capabilities = inner.capabilities
+        self.max_batch, self.max_concurrency = inner.max_batch, inner.max_concurrency
+        self.concurrency = concurrency
+        self.cache = ResponseCache(path)
+        self.hits = 0
+        self.misses = 0
+
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        return await self.inner.acomplete(batch)
+
+    def complete(self, requests: list[Request], on_response: Callable[[int, Response], None] | None = None
+                 ) -> list[Response]:
+        keys = [request_key(self.backend, self.model_id, r) for r in requests]
+        answers: list[Response | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, a in enumerate(answers) if a is None]
+        self.hits += len(requests) - len(missing)
+        self.misses += len(missing)
+        if on_response is not None:
+            for i, answer in enumerate(answers):
+                if answer is not None:
+                    on_response(i, answer)
+
+        def store(i: int, response: Response) -> None:
+            if response.ok:
+                self.cache.put(keys[i], response)
+            if on_response is not None:
+                on_response(i, response)
+
+        fresh = run_requests(self.inner, requests, self.concurrency, store, todo=missing)
+        for i in missing:
+            answers[i] = fresh[i]
+        self.inner.check_answers([fresh[i] for i in missing])
+        return answers  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self.cache.close()
         self.inner.close()

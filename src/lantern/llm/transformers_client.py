@@ -4,12 +4,13 @@ Prompts are tokenized without special tokens and get exactly one BOS, as Gemma n
 """
 from __future__ import annotations
 
+import asyncio
 import time
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from lantern.llm.base import LLMClient, Request, Response
+from lantern.llm.base import Capabilities, LLMClient, Request, Response
 
 
 class _StopOnText(StoppingCriteria):
@@ -26,12 +27,15 @@ class _StopOnText(StoppingCriteria):
 
 class TransformersClient(LLMClient):
     backend = "transformers"
+    capabilities = Capabilities(logprobs=True, prompt_logprobs=True)
+    max_concurrency = 1  # one forward pass at a time; the queue hands it full batches instead
 
     def __init__(self, model: torch.nn.Module, tokenizer, model_id: str, batch_size: int = 8):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.batch_size = batch_size
+        self.max_batch = batch_size
         self.bos_id = tokenizer.bos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -47,20 +51,27 @@ class TransformersClient(LLMClient):
             mask[row, width - len(seq):] = 1
         return ids, mask
 
-    def complete(self, requests: list[Request]) -> list[Response]:
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        return await asyncio.to_thread(self.complete_now, batch)
+
+    def complete_now(self, requests: list[Request]) -> list[Response]:
+        """Answer in this thread, in batches of `batch_size` grouped by sampling settings and length."""
         answers: list[Response | None] = [None] * len(requests)
         encoded = [self._encode(r.prompt) for r in requests]
         # Group by sampling settings, then by length, so padding stays small.
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((r.max_tokens, r.temperature, r.stop, r.top_logprobs), []).append(i)
-        for (max_tokens, temperature, stop, top_logprobs), members in groups.items():
+            groups.setdefault((r.max_tokens, r.temperature, r.stop, r.top_logprobs, r.prompt_logprobs, r.seed),
+                              []).append(i)
+        for (max_tokens, temperature, stop, top_logprobs, prompt_logprobs, seed), members in groups.items():
             members.sort(key=lambda i: len(encoded[i]))
             for lo in range(0, len(members), self.batch_size):
                 batch = members[lo:lo + self.batch_size]
                 start = time.perf_counter()
-                if max_tokens == 1:
-                    results = self._one_token([encoded[i] for i in batch], top_logprobs)
+                if seed is not None:
+                    torch.manual_seed(seed)
+                if max_tokens == 1 or prompt_logprobs:
+                    results = self._one_token([encoded[i] for i in batch], top_logprobs, prompt_logprobs)
                 else:
                     results = self._generate([encoded[i] for i in batch], max_tokens, temperature, stop, top_logprobs)
                 seconds = (time.perf_counter() - start) / len(batch)
@@ -79,14 +90,24 @@ class TransformersClient(LLMClient):
         return out
 
     @torch.inference_mode()
-    def _one_token(self, sequences: list[list[int]], top_logprobs: int) -> list[Response]:
+    def _one_token(self, sequences: list[list[int]], top_logprobs: int, prompt_logprobs: bool = False) -> list[Response]:
+        """The next token's log-probs in one forward pass (and, if asked, every prompt token's own)."""
         ids, mask = self._left_padded(sequences)
-        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
+        all_logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=0 if prompt_logprobs else 1).logits
+        logits = all_logits[:, -1, :]
         responses = []
-        for row, seq in zip(logits, sequences):
-            text = self.tokenizer.decode([int(row.argmax())])
-            responses.append(Response(text=text, first_token_logprobs=self._top(row, max(top_logprobs, 1)),
-                                      prompt_tokens=len(seq), completion_tokens=1))
+        for row, (last, seq) in enumerate(zip(logits, sequences)):
+            text = self.tokenizer.decode([int(last.argmax())])
+            extra = {}
+            if prompt_logprobs:
+                width = ids.shape[1]
+                row_logprobs = torch.log_softmax(all_logits[row, width - len(seq):-1].float(), dim=-1)
+                pieces = self.tokenizer.convert_ids_to_tokens(seq[1:])
+                extra["prompt"] = [[piece.replace("\u2581", " "), float(row_logprobs[i, tok]),
+                                    self._top(all_logits[row, width - len(seq) + i], max(top_logprobs, 1))]
+                                   for i, (piece, tok) in enumerate(zip(pieces, seq[1:]))]
+            responses.append(Response(text=text, first_token_logprobs=self._top(last, max(top_logprobs, 1)),
+                                      prompt_tokens=len(seq), completion_tokens=1, extra=extra))
         return responses
 
     @torch.inference_mode()

@@ -1,4 +1,4 @@
-"""Helpers shared by the LLM stages: reading records, chunked LLM calls with progress."""
+"""Helpers shared by the LLM stages: reading records, queued LLM calls with progress."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -7,6 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from lantern.llm.base import LLMClient, Request, Response
+from lantern.llm.queue import run_requests
+from lantern.llm.response_cache import CachedClient
 from lantern.progress import progress_bar
 
 
@@ -18,12 +20,12 @@ def examples_by_latent(path: Path) -> dict[int, list[dict]]:
     return dict(grouped)
 
 
-def complete_all(client: LLMClient, requests: list[Request], description: str, chunk: int = 32) -> list[Response]:
-    """Send requests in chunks so progress shows and each finished chunk lands in the response cache."""
-    responses: list[Response] = []
+def complete_all(client: LLMClient, requests: list[Request], description: str) -> list[Response]:
+    """All of a stage's prompts through one queue (and the response cache, when the client has one), with a
+    progress bar that moves as each answer arrives."""
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(requests))
-        for lo in range(0, len(requests), chunk):
-            responses.extend(client.complete(requests[lo:lo + chunk]))
-            bar.advance(task, min(chunk, len(requests) - lo))
-    return responses
+        advance = lambda i, response: bar.advance(task)  # noqa: E731
+        if isinstance(client, CachedClient):
+            return client.complete(requests, on_response=advance)
+        return run_requests(client, requests, on_response=advance)

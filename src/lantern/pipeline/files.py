@@ -7,6 +7,7 @@ EXPLANATIONS = "explanations.parquet"
 SCORES = "scores.parquet"
 EXAMPLES = "examples.parquet"
 SUMMARY = "summary.json"
+USAGE_PER_LATENT = "usage_per_latent.parquet"
 
 
 def records_file(run_dir: Path, coder: str) -> Path:

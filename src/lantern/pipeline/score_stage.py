@@ -12,6 +12,7 @@ from lantern.llm.base import LLMClient
 from lantern.models.loading import load_tokenizer
 from lantern.pipeline.common import complete_all, examples_by_latent
 from lantern.pipeline.files import EXAMPLES, EXPLANATIONS, SCORES, records_file
+from lantern.pipeline.usage import write_usage
 from lantern.score import detection, fuzzing
 from lantern.score.answers import yes_probability
 from lantern.score.metrics import classification_metrics
@@ -50,6 +51,7 @@ def run_score(cfg: RunConfig, client: LLMClient, tokenizer=None) -> dict:
                 jobs.append((coder, latent, scorer, item))
                 requests.append(_request(scorer, tokenizer, row["explanation"], item))
     responses = complete_all(client, requests, "score")
+    write_usage(cfg.path, "score", [{"coder": c, "latent": l, "task": s} for c, l, s, _ in jobs], responses)
     example_rows, grouped = [], {}
     for (coder, latent, scorer, item), response in zip(jobs, responses):
         p_yes, read_as = yes_probability(response)
@@ -58,7 +60,9 @@ def run_score(cfg: RunConfig, client: LLMClient, tokenizer=None) -> dict:
             "coder": coder, "latent": latent, "scorer": scorer, "start": ex["start"], "kind": ex["kind"],
             "source": ex["source"], "decile": ex["decile"], "variant": item["variant"], "label": item["label"],
             "p_yes": p_yes, "prediction": None if p_yes is None else int(p_yes >= 0.5), "read_as": read_as,
-            "error": response.error, "prompt_tokens": response.prompt_tokens, "cached": response.cached,
+            "error": response.error, "prompt_tokens": response.prompt_tokens,
+            "completion_tokens": response.completion_tokens, "seconds": response.seconds, "attempts": response.attempts,
+            "cached": response.cached,
         })
         grouped.setdefault((coder, latent, scorer), []).append((item["label"], p_yes, response.prompt_tokens))
     score_rows = []

@@ -1,0 +1,52 @@
+"""LLM accounting: every call's tokens, latency, cache hit, retries and failure, per stage, summed per latent.
+
+`usage/<stage>.parquet` holds one row per call; `usage_per_latent()` sums them per (coder, latent, stage) for
+the summary and reports. Tokens of cache hits are counted apart: they are what the answer cost once, not
+what this run paid.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lantern.io import write_parquet
+from lantern.llm.base import Response
+
+USAGE = "usage"
+
+
+def usage_file(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / USAGE / f"{stage}.parquet"
+
+
+def write_usage(run_dir: Path, stage: str, tags: list[dict], responses: list[Response]) -> None:
+    """One row per call: the caller's tags (coder, latent, task) and what the call cost."""
+    rows = []
+    for tag, r in zip(tags, responses):
+        rows.append({"stage": stage, "coder": tag["coder"], "latent": int(tag["latent"]), "task": tag["task"],
+                     "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                     "seconds": float(r.seconds), "cached": bool(r.cached), "attempts": int(r.attempts),
+                     "retry_reasons": "; ".join(r.retry_reasons), "failed": r.error is not None, "error": r.error})
+    write_parquet(usage_file(run_dir, stage), rows)
+
+
+def usage_per_latent(run_dir: Path) -> pa.Table | None:
+    """Sums per (coder, latent, stage): calls, cache hits, tokens paid and cached, seconds, retries, failures."""
+    files = sorted((Path(run_dir) / USAGE).glob("*.parquet"))
+    if not files:
+        return None
+    calls = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    paid = pc.invert(calls.column("cached"))
+    calls = calls.append_column("paid_prompt_tokens", pc.if_else(paid, calls.column("prompt_tokens"), 0))
+    calls = calls.append_column("paid_completion_tokens", pc.if_else(paid, calls.column("completion_tokens"), 0))
+    calls = calls.append_column("retries", pc.subtract(calls.column("attempts"), 1))
+    sums = {"calls": ("task", "count"), "cache_hits": ("cached", "sum"), "prompt_tokens": ("prompt_tokens", "sum"),
+            "completion_tokens": ("completion_tokens", "sum"), "paid_prompt_tokens": ("paid_prompt_tokens", "sum"),
+            "paid_completion_tokens": ("paid_completion_tokens", "sum"), "seconds": ("seconds", "sum"),
+            "retries": ("retries", "sum"), "failed": ("failed", "sum")}
+    keys = ["coder", "latent", "stage"]
+    grouped = calls.group_by(keys).aggregate(list(sums.values()))
+    return grouped.select(keys + [f"{col}_{fn}" for col, fn in sums.values()]).rename_columns(keys + list(sums))
