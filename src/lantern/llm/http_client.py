@@ -93,8 +93,9 @@ class HTTPClient(LLMClient):
             tops = (logprobs or {}).get("top_logprobs") or []
             n_prompt = 0
             if echoed:  # the echoed prompt comes first, in the text and in every log-prob list
-                n_prompt = int(usage["prompt_tokens"])
                 tokens = logprobs["tokens"]
+                # the generated tokens come last; servers differ on counting an unechoed BOS in usage
+                n_prompt = len(tokens) - int(usage.get("completion_tokens", 0))
                 values = logprobs["token_logprobs"]
                 extra["prompt"] = [[tokens[i], values[i], normalise_logprobs(dict(tops[i] or {}))]
                                    for i in range(n_prompt)]
