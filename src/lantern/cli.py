@@ -57,6 +57,24 @@ def _llm_config(url, model, api, key_env) -> LLMConfig:
     return LLMConfig(url=url, model=model, api=api, api_key_env=key_env)
 
 
+def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optional[int],
+                   records_pending: bool) -> None:
+    """Apply --explainer / --candidates to the config (explanations can be redone with another explainer at any
+    time). Records about to be built for a contrastive explainer get explain negatives if they would have none."""
+    from dataclasses import replace
+
+    from lantern.explain.contrastive import DEFAULT_NEGATIVES
+    from lantern.explain.registry import explainer_for, get_explainer
+
+    if explainer is not None:
+        get_explainer(explainer)
+    cfg.explainer = replace(cfg.explainer, kind=explainer or cfg.explainer.kind,
+                            candidates=cfg.explainer.candidates if candidates is None else candidates)
+    cfg.explainer.check()
+    if records_pending and explainer_for(cfg.explainer).name == "contrastive" and not cfg.records.n_explain_negatives:
+        cfg.records = replace(cfg.records, n_explain_negatives=DEFAULT_NEGATIVES)
+
+
 def _load(run_dir: Path) -> RunConfig:
     if not (run_dir / CONFIG_FILE).exists():
         raise LanternError(f"{run_dir} is not a lantern run directory (no {CONFIG_FILE}); start with `lantern cache`")
@@ -77,6 +95,9 @@ UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLL
 LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
 ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
 KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment variable that holds the API key.")
+ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
+                                                      "(default: the run's explainer, else default).")
+CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
 
 
 @app.command()
@@ -116,14 +137,19 @@ def _client(cfg: RunConfig, url, llm_model, api, key_env, subject=None):
 @app.command()
 @clear_errors
 def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
-            llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt):
+            llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt,
+            explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
     """Explain every recorded latent with the LLM."""
     from lantern.pipeline.explain_stage import run_explain
 
     cfg = _load(run_dir)
+    if explainer is not None or candidates is not None:
+        _set_explainer(cfg, explainer, candidates, records_pending=False)
+        cfg.save()
     client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env)
     result = run_explain(cfg, client)
-    console.print(f"explained {result['explained']} latents ({result['failed']} failed) in {result['seconds']:.0f}s")
+    console.print(f"explained {result['explained']} latents ({result['failed']} failed) in {result['seconds']:.0f}s"
+                  f" with the {result['explainer']} explainer")
 
 
 @app.command()
@@ -145,7 +171,7 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
-        llm_key_env: str = KeyOpt):
+        llm_key_env: str = KeyOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -158,6 +184,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     cfg = _new_config(run_dir, _llm_config(llm_url, llm_model, llm_api, llm_key_env), model=model, corpus=corpus,
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
+    _set_explainer(cfg, explainer, candidates, records_pending=True)
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -167,7 +194,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     times["records"] = run_records(cfg)["seconds"]
     client = make_client(cfg.llm, cfg.path, subject)
     try:
-        times["explain"] = run_explain(cfg, client, subject.tokenizer)["seconds"]
+        times["explain"] = run_explain(cfg, client, subject.tokenizer, subject=subject)["seconds"]
         times["score"] = run_score(cfg, client, subject.tokenizer)["seconds"]
     finally:
         client.close()

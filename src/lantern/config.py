@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lantern.explain.default import ExplainerConfig
+from lantern.explain.settings import ExplainerConfig
 from lantern.io import read_json, write_json
 from lantern.records.build import RecordConfig
 

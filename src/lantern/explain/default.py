@@ -2,15 +2,21 @@
 
 The prompt is written for base models as well as instruction-tuned ones: it ends with "Explanation:" so a
 base model continues with the explanation, and the parser also accepts a chat model's longer answer.
+`activations` is the same explainer with the activation values always shown.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import replace
 
+from lantern.explain.base import Explainer, LatentEvidence, Window
 from lantern.explain.format import activation_marks, marked_text
+from lantern.explain.parsing import one_line_answer
+from lantern.explain.settings import ExplainerConfig
 from lantern.llm.base import Request
 from lantern.text import NEWLINE_MARK, token_strings
+
+__all__ = ["ExplainerConfig", "DefaultExplainer", "ActivationsExplainer", "build_prompt", "build_request",
+           "parse_explanation"]
 
 INSTRUCTIONS = (
     "We are reading the internals of a language model. Each feature below is active on some text passages; "
@@ -34,35 +40,27 @@ DEMONSTRATIONS = (
 )
 
 
-@dataclass(frozen=True)
-class ExplainerConfig:
-    mark_threshold: float = 0.3
-    """Mark tokens above this fraction of the window's maximum activation."""
-    show_activations: bool = False
-    """Also list the marked tokens with their activation on a 0-10 scale."""
-    max_tokens: int = 48
-    temperature: float = 0.0
+def _windows(examples) -> list[Window]:
+    return [ex if isinstance(ex, Window) else Window.of(ex) for ex in examples]
 
 
-def build_prompt(tokenizer, examples: list[dict], cfg: ExplainerConfig, latent_max: float) -> str:
+def build_prompt(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -> str:
+    """`examples`: Windows or record rows (dicts with tokens and activations)."""
     lines = [INSTRUCTIONS, DEMONSTRATIONS]
-    for number, ex in enumerate(examples, 1):
-        marks = activation_marks(ex["activations"], cfg.mark_threshold)
-        lines.append(f"Passage {number}: {marked_text(tokenizer, ex['tokens'], marks)}\n")
+    for number, ex in enumerate(_windows(examples), 1):
+        marks = activation_marks(ex.activations, cfg.mark_threshold)
+        lines.append(f"Passage {number}: {marked_text(tokenizer, ex.tokens, marks)}\n")
         if cfg.show_activations:
-            pieces = token_strings(tokenizer, ex["tokens"])
-            scaled = [(p.strip(), round(10 * a / latent_max)) for p, a, m in zip(pieces, ex["activations"], marks) if m]
+            pieces = token_strings(tokenizer, ex.tokens)
+            scaled = [(p.strip(), round(10 * a / latent_max)) for p, a, m in zip(pieces, ex.activations, marks) if m]
             lines.append("Activations: " + ", ".join(f"{p} ({v})" for p, v in scaled) + "\n")
     lines.append("Explanation:")
     return "".join(lines)
 
 
-def build_request(tokenizer, examples: list[dict], cfg: ExplainerConfig, latent_max: float) -> Request:
+def build_request(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -> Request:
     return Request(prompt=build_prompt(tokenizer, examples, cfg, latent_max), max_tokens=cfg.max_tokens,
                    temperature=cfg.temperature, stop=("\n", NEWLINE_MARK))
-
-
-_LABEL = re.compile(r"^[\s*_#>`-]*explanation[\s*_`]*[:\-]\s*", re.IGNORECASE | re.MULTILINE)
 
 
 def parse_explanation(text: str) -> str | None:
@@ -70,15 +68,26 @@ def parse_explanation(text: str) -> str | None:
 
     Accepts a bare phrase (base models) or a longer answer whose last "Explanation:" line holds it; keeps
     the first sentence, without highlight marks."""
-    text = text.replace(NEWLINE_MARK, "\n")
-    labelled = _LABEL.split(text)
-    candidate = labelled[-1] if len(labelled) > 1 else text
-    for line in candidate.splitlines():
-        line = line.replace("<<", "").replace(">>", "")
-        line = re.split(r"\.\s+(?=[A-Z])", line.strip(), maxsplit=1)[0]
-        line = re.sub(r"\s+", " ", line.strip().strip("`*").strip()).rstrip(".").strip()
-        if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
-            line = line[1:-1].strip()
-        if len(line) >= 3 and re.search(r"[A-Za-z]", line):
-            return line[:300]
-    return None
+    return one_line_answer(text)
+
+
+class DefaultExplainer(Explainer):
+    """Marked activating windows; activation values too when `show_activations` is set."""
+
+    name = "default"
+    stop = ("\n", NEWLINE_MARK)
+
+    def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        return build_prompt(tokenizer, evidence.windows, cfg, evidence.latent_max)
+
+    def parse_text(self, text: str) -> str | None:
+        return parse_explanation(text)
+
+
+class ActivationsExplainer(DefaultExplainer):
+    """The default prompt with every marked token's activation on a 0-10 scale."""
+
+    name = "activations"
+
+    def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        return super().prompt(tokenizer, evidence, replace(cfg, show_activations=True))

@@ -34,3 +34,19 @@ def activation_marks(activations: list[float], threshold: float) -> list[bool]:
     """Tokens whose activation exceeds `threshold` times the window's own maximum."""
     peak = max(activations) if activations else 0.0
     return [a > 0 and a >= threshold * peak for a in activations]
+
+
+def passages(tokenizer, windows, threshold: float, label: str = "Passage") -> str:
+    """Numbered prompt lines, one per window (`windows`: objects with tokens and activations)."""
+    return "".join(f"{label} {number}: {marked_text(tokenizer, w.tokens, activation_marks(w.activations, threshold))}\n"
+                   for number, w in enumerate(windows, 1))
+
+
+def quoted_tokens(entries, signed: bool = False) -> str:
+    """Tokens as `"text"` (spaces kept visible inside the quotes, newlines shown as a mark), comma separated;
+    with `signed`, each followed by its score like `(+1.8)`."""
+    shown = []
+    for entry in entries:
+        text = '"' + flatten_whitespace(entry.token) + '"'
+        shown.append(f"{text} ({entry.score:+.1f})" if signed else text)
+    return ", ".join(shown) if shown else "(none)"

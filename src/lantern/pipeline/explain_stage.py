@@ -1,39 +1,107 @@
-"""Stage 3: one explanation per latent, stored with its prompt, raw answer and token counts."""
+"""Stage 3: explanations of every recorded latent (one row per candidate), stored with the prompt, the raw
+answer, token counts and the evidence shown, by the explainer `cfg.explainer.kind` names."""
 from __future__ import annotations
 
+import json
 import time
+from dataclasses import replace
 
+from lantern.coders.loading import load_coders
 from lantern.config import RunConfig
-from lantern.explain.default import build_request, parse_explanation
+from lantern.errors import LanternError
+from lantern.explain.base import Explainer, LatentEvidence
+from lantern.explain.evidence import from_records
+from lantern.explain.registry import explainer_for
 from lantern.io import write_parquet
-from lantern.llm.base import LLMClient
-from lantern.models.loading import load_tokenizer
+from lantern.llm.base import LLMClient, Request, Response
+from lantern.models.loading import SubjectModel, load_subject_model, load_tokenizer
 from lantern.pipeline.common import complete_all, examples_by_latent
 from lantern.pipeline.files import EXPLANATIONS, records_file
 from lantern.pipeline.records_stage import coder_names
+from lantern.pipeline.usage import write_usage
+from lantern.progress import console, progress_bar
+
+OUTPUT_CHUNK = 32
+"""Latents per output-evidence call (progress granularity)."""
 
 
-def run_explain(cfg: RunConfig, client: LLMClient, tokenizer=None) -> dict:
-    started = time.perf_counter()
-    tokenizer = tokenizer or load_tokenizer(cfg.model)
-    jobs, requests = [], []
-    for coder in coder_names(cfg):
-        for latent, examples in sorted(examples_by_latent(records_file(cfg.path, coder)).items()):
-            explain = [e for e in examples if e["split"] == "explain"]
-            latent_max = max(e["max_activation"] for e in explain)
-            jobs.append((coder, latent))
-            requests.append(build_request(tokenizer, explain, cfg.explainer, latent_max))
-    responses = complete_all(client, requests, "explain")
+def gather_evidence(cfg: RunConfig) -> list[LatentEvidence]:
+    return [from_records(coder, latent, rows) for coder in coder_names(cfg)
+            for latent, rows in sorted(examples_by_latent(records_file(cfg.path, coder)).items())]
+
+
+def attach_output_evidence(cfg: RunConfig, evidence: list[LatentEvidence],
+                           subject: SubjectModel | None) -> list[LatentEvidence]:
+    """Logit-lens and steering evidence from the subject model and the run's coders (loaded only here)."""
+    from lantern.explain.output_evidence import output_evidence
+
+    subject = subject or load_subject_model(cfg.model)
+    coders = {c.name: c for spec in cfg.coders for c in load_coders(spec, subject.model, cfg.layer)}
+    found: dict[tuple[str, int], object] = {}
+    with progress_bar() as bar:
+        task = bar.add_task("output evidence", total=len(evidence))
+        for name in dict.fromkeys(e.coder for e in evidence):
+            if name not in coders:
+                raise LanternError(f"the cache holds coder {name!r}, but the run's coder specs {cfg.coders} give "
+                                   f"{sorted(coders)}; output evidence needs the coder's decoder directions")
+            mine = [e for e in evidence if e.coder == name]
+            for lo in range(0, len(mine), OUTPUT_CHUNK):
+                chunk = mine[lo:lo + OUTPUT_CHUNK]
+                strengths = {e.latent: e.latent_max * cfg.explainer.steering_scale for e in chunk}
+                result = output_evidence(subject.model, subject.tokenizer, coders[name], strengths,
+                                         cfg.explainer.top_tokens)
+                found.update({(name, latent): value for latent, value in result.items()})
+                bar.advance(task, len(chunk))
+    return [replace(e, output=found[(e.coder, e.latent)]) for e in evidence]
+
+
+def _note_missing_contrast(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
+    if explainer.name != "contrastive":
+        return
+    without = sum(not e.negatives for e in evidence)
+    if without:
+        console.print(f"[yellow]note:[/yellow] {without} of {len(evidence)} latent(s) have no explain negatives "
+                      f"(records.n_explain_negatives = {cfg.records.n_explain_negatives}); they are explained "
+                      f"without contrast. Rebuild the records with n_explain_negatives > 0 for contrast")
+
+
+def explanation_rows(explainer: Explainer, llm: str, evidence: list[LatentEvidence],
+                     per_latent: list[list[Request]], responses: list[Response]) -> list[dict]:
+    """One row per candidate; `responses` answer the flattened `per_latent` requests in order."""
+    answers_left = iter(responses)
     rows = []
-    for (coder, latent), request, response in zip(jobs, requests, responses):
-        explanation = parse_explanation(response.text) if response.ok else None
-        rows.append({
-            "coder": coder, "latent": latent, "explanation": explanation, "failed": explanation is None,
-            "error": response.error or (None if explanation else "unparsable answer"),
-            "raw_answer": response.text, "prompt": request.prompt, "prompt_tokens": response.prompt_tokens,
-            "completion_tokens": response.completion_tokens, "cached": response.cached,
-            "llm": f"{client.backend}:{client.model_id}",
-        })
+    for e, requests in zip(evidence, per_latent):
+        answers = [next(answers_left) for _ in requests]
+        shown = json.dumps(explainer.describe(e))
+        for candidate, (request, response, explanation) in enumerate(zip(requests, answers, explainer.parse(answers))):
+            rows.append({
+                "coder": e.coder, "latent": e.latent, "explainer": explainer.name, "candidate": candidate,
+                "explanation": explanation, "failed": explanation is None,
+                "error": response.error or (None if explanation else "unparsable answer"),
+                "raw_answer": response.text, "prompt": request.prompt, "prompt_tokens": response.prompt_tokens,
+                "completion_tokens": response.completion_tokens, "seconds": response.seconds,
+                "attempts": response.attempts, "cached": response.cached, "llm": llm, "evidence": shown,
+            })
+    return rows
+
+
+def run_explain(cfg: RunConfig, client: LLMClient, tokenizer=None, subject: SubjectModel | None = None) -> dict:
+    """`subject`: the loaded subject model, reused for output evidence (loaded here only when needed)."""
+    started = time.perf_counter()
+    cfg.explainer.check()
+    explainer = explainer_for(cfg.explainer)
+    tokenizer = tokenizer or (subject.tokenizer if subject is not None else load_tokenizer(cfg.model))
+    evidence = gather_evidence(cfg)
+    if explainer.needs_output_evidence:
+        evidence = attach_output_evidence(cfg, evidence, subject)
+    _note_missing_contrast(cfg, explainer, evidence)
+    per_latent = [explainer.requests(tokenizer, e, cfg.explainer) for e in evidence]
+    responses = complete_all(client, [r for requests in per_latent for r in requests], "explain")
+    write_usage(cfg.path, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}
+                                      for e, requests in zip(evidence, per_latent)
+                                      for candidate in range(len(requests))], responses)
+    rows = explanation_rows(explainer, f"{client.backend}:{client.model_id}", evidence, per_latent, responses)
     write_parquet(cfg.path / EXPLANATIONS, rows)
-    return {"seconds": time.perf_counter() - started, "explained": sum(not r["failed"] for r in rows),
-            "failed": sum(r["failed"] for r in rows)}
+    explained = len({(r["coder"], r["latent"]) for r in rows if not r["failed"]})
+    return {"seconds": time.perf_counter() - started, "explainer": explainer.name, "explained": explained,
+            "failed": len(evidence) - explained, "candidates": len(rows)}

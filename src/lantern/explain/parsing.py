@@ -1,0 +1,53 @@
+"""Reading a one-phrase explanation out of an answer; shared by every explainer so they fail alike."""
+from __future__ import annotations
+
+import re
+
+from lantern.text import NEWLINE_MARK
+
+LABEL = re.compile(r"^[\s*_#>`-]*explanation[\s*_`]*[:\-]\s*", re.IGNORECASE | re.MULTILINE)
+MAX_CHARS = 300
+
+
+def clean_line(line: str) -> str | None:
+    """One line reduced to its first sentence, without highlight marks, markup or wrapping quotes; None when
+    nothing that reads as a phrase is left."""
+    line = line.replace("<<", "").replace(">>", "")
+    line = re.split(r"\.\s+(?=[A-Z])", line.strip(), maxsplit=1)[0]
+    line = re.sub(r"\s+", " ", line.strip().strip("`*").strip()).rstrip(".").strip()
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'":
+        line = line[1:-1].strip()
+    if len(line) >= 3 and re.search(r"[A-Za-z]", line):
+        return line[:MAX_CHARS]
+    return None
+
+
+def first_phrase(text: str) -> str | None:
+    """The first line of `text` that cleans to a phrase."""
+    for line in text.splitlines():
+        cleaned = clean_line(line)
+        if cleaned:
+            return cleaned
+    return None
+
+
+def after_last_label(text: str) -> str | None:
+    """The text after the last "Explanation:" label, or None when the answer has no such label."""
+    parts = LABEL.split(text.replace(NEWLINE_MARK, "\n"))
+    return parts[-1] if len(parts) > 1 else None
+
+
+def one_line_answer(text: str) -> str | None:
+    """A one-phrase answer: a bare phrase (a base model continuing "Explanation:") or, in a longer answer,
+    the phrase after its last "Explanation:" label."""
+    labelled = after_last_label(text)
+    return first_phrase(labelled if labelled is not None else text.replace(NEWLINE_MARK, "\n"))
+
+
+def unless_copied(phrase: str | None, labels: tuple[str, ...]) -> str | None:
+    """None when the phrase is a copy of a prompt line (it starts with one of the prompt's own labels, e.g.
+    `Active 1:`): a model that repeats its evidence has not explained it."""
+    if phrase is None:
+        return None
+    head = phrase.lower()
+    return None if any(head.startswith(label.lower()) for label in labels) else phrase
