@@ -60,7 +60,8 @@ def _llm_config(url, model, api, key_env) -> LLMConfig:
 def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optional[int],
                    records_pending: bool) -> None:
     """Apply --explainer / --candidates to the config (explanations can be redone with another explainer at any
-    time). Records about to be built for a contrastive explainer get explain negatives if they would have none."""
+    time). Records about to be built get what the explainer needs if they would lack it: explain negatives for
+    a contrastive explainer, validation windows (to choose among candidates) for more than one candidate."""
     from dataclasses import replace
 
     from lantern.explain.contrastive import DEFAULT_NEGATIVES
@@ -73,6 +74,8 @@ def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optiona
     cfg.explainer.check()
     if records_pending and explainer_for(cfg.explainer).name == "contrastive" and not cfg.records.n_explain_negatives:
         cfg.records = replace(cfg.records, n_explain_negatives=DEFAULT_NEGATIVES)
+    if records_pending and cfg.explainer.candidates > 1 and not cfg.records.n_validation_per_decile:
+        cfg.records = replace(cfg.records, n_validation_per_decile=1)
 
 
 def _load(run_dir: Path) -> RunConfig:

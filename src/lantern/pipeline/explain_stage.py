@@ -55,10 +55,13 @@ def attach_output_evidence(cfg: RunConfig, evidence: list[LatentEvidence],
     return [replace(e, output=found[(e.coder, e.latent)]) for e in evidence]
 
 
-def _note_missing_contrast(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
-    if explainer.name != "contrastive":
-        return
-    without = sum(not e.negatives for e in evidence)
+def _note_missing_records(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
+    """Say early what the records lack for this explainer (the run still goes on)."""
+    if cfg.explainer.candidates > 1 and not cfg.records.n_validation_per_decile:
+        console.print(f"[yellow]note:[/yellow] {cfg.explainer.candidates} candidates per latent, but the records have "
+                      f"no validation windows to choose among them (records.n_validation_per_decile = 0): "
+                      f"`lantern score` will refuse; rebuild the records with n_validation_per_decile >= 1")
+    without = sum(not e.negatives for e in evidence) if explainer.name == "contrastive" else 0
     if without:
         console.print(f"[yellow]note:[/yellow] {without} of {len(evidence)} latent(s) have no explain negatives "
                       f"(records.n_explain_negatives = {cfg.records.n_explain_negatives}); they are explained "
@@ -94,7 +97,7 @@ def run_explain(cfg: RunConfig, client: LLMClient, tokenizer=None, subject: Subj
     evidence = gather_evidence(cfg)
     if explainer.needs_output_evidence:
         evidence = attach_output_evidence(cfg, evidence, subject)
-    _note_missing_contrast(cfg, explainer, evidence)
+    _note_missing_records(cfg, explainer, evidence)
     per_latent = [explainer.requests(tokenizer, e, cfg.explainer) for e in evidence]
     responses = complete_all(client, [r for requests in per_latent for r in requests], "explain")
     write_usage(cfg.path, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}
