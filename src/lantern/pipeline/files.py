@@ -7,6 +7,7 @@ EXPLANATIONS = "explanations.parquet"
 SCORES = "scores.parquet"
 EXAMPLES = "examples.parquet"
 SUMMARY = "summary.json"
+SELECTION = "selection.parquet"
 USAGE_PER_LATENT = "usage_per_latent.parquet"
 
 

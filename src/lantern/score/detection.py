@@ -17,10 +17,10 @@ PROMPT = (
 )
 
 
-def items(examples: list[dict]) -> list[dict]:
-    """The scored items: every test example, labelled 1 if it activates the latent."""
+def items(examples: list[dict], split: str = "test") -> list[dict]:
+    """The scored items: every example of `split`, labelled 1 if it activates the latent."""
     return [{"example": ex, "label": int(ex["kind"] == "activating"), "variant": "plain"}
-            for ex in examples if ex["split"] == "test"]
+            for ex in examples if ex["split"] == split]
 
 
 def request(tokenizer, explanation: str, item: dict) -> Request:

@@ -25,10 +25,10 @@ def wrong_marks(activations: list[float], n_marks: int, rng: np.random.Generator
     return [i in chosen for i in range(len(activations))]
 
 
-def items(examples: list[dict], mark_threshold: float, seed: int) -> list[dict]:
+def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "test") -> list[dict]:
     out = []
     for ex in examples:
-        if ex["split"] != "test" or ex["kind"] != "activating":
+        if ex["split"] != split or ex["kind"] != "activating":
             continue
         right = activation_marks(ex["activations"], mark_threshold)
         rng = np.random.default_rng([seed, ex["latent"], ex["start"]])
