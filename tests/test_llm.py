@@ -251,3 +251,26 @@ def test_second_cached_client_answers_from_the_cache(server, tmp_path):
     assert len(server.requests) == 4 + 2 + 1
     for c in (first, second, third):
         c.close()
+
+
+def test_backend_choice_and_clear_errors(tmp_path, server):
+    from lantern.config import LLMConfig
+    from lantern.llm.factory import make_client
+
+    client = make_client(LLMConfig(url=server.url, model="m", prompt_logprobs=True), tmp_path)
+    assert client.backend == "openai-http" and client.capabilities.prompt_logprobs
+    client.close()
+    chat = make_client(LLMConfig(url=server.url, model="m", api="chat", prompt_logprobs=True), tmp_path)
+    assert not chat.capabilities.prompt_logprobs  # echo exists only on the completions API
+    with pytest.raises(LanternError, match="prompt log-probs were asked"):
+        chat.complete([Request(prompt="p", max_tokens=1, prompt_logprobs=True)])
+    chat.close()
+    with pytest.raises(LanternError, match="unknown LLM backend 'gpt'"):
+        make_client(LLMConfig(backend="gpt"), tmp_path)
+    with pytest.raises(LanternError, match="needs --llm-url"):
+        make_client(LLMConfig(backend="http"), tmp_path)
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(LanternError, match=r"lantern-interp\[vllm\]` on a GPU machine"):
+            make_client(LLMConfig(backend="vllm", model="some/model"), tmp_path)

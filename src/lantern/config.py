@@ -18,6 +18,10 @@ class LLMConfig:
 
     url: str | None = None
     """Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."""
+    backend: str = "auto"
+    """`auto` (HTTP with a URL, else in-process transformers), `transformers`, `http` or `vllm` (offline engine)."""
+    prompt_logprobs: bool = False
+    """The server returns prompt log-probs with `echo` (vLLM and llama.cpp's completions API do)."""
     model: str | None = None
     """Model name sent to the server (or a local model to load in-process instead of the subject model)."""
     api: str = "completions"
