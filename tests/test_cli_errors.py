@@ -98,3 +98,21 @@ def test_too_few_tokens_for_any_record(tmp_path, model_dir, corpus_file):
 
 def test_not_a_run_directory(tmp_path):
     _assert_one_clear_line(_lantern("records", "--run-dir", str(tmp_path)), "not a lantern run directory")
+
+
+def test_an_existing_run_refuses_other_settings(tmp_path):
+    from lantern.config import RunConfig
+
+    RunConfig(run_dir=str(tmp_path / "run"), model="some/model", tokens=1000).save()
+    done = _lantern("cache", "--run-dir", str(tmp_path / "run"), "--model", "other/model", "--tokens", "1000")
+    _assert_one_clear_line(done, "existing run made with other settings", "--model 'other/model'",
+                           "(the run has 'some/model')", "Use another --run-dir")
+    assert RunConfig.load(tmp_path / "run").model == "some/model"  # nothing was changed
+
+
+def test_unknown_llm_backend_is_a_clear_error(tmp_path):
+    from lantern.config import RunConfig
+
+    RunConfig(run_dir=str(tmp_path / "run")).save()
+    done = _lantern("explain", "--run-dir", str(tmp_path / "run"), "--llm-backend", "gpt")
+    _assert_one_clear_line(done, "unknown LLM backend 'gpt'")

@@ -48,13 +48,14 @@ def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfi
         if conflicts:
             raise LanternError(f"{run_dir} is an existing run made with other settings: {'; '.join(conflicts)}. "
                                f"Use another --run-dir for a new run")
-        cfg.llm = llm if llm.url or llm.model else cfg.llm
+        cfg.llm = llm if llm.url or llm.model or llm.backend != "auto" else cfg.llm
         return cfg
     return RunConfig(run_dir=str(run_dir), llm=llm, **settings)
 
 
-def _llm_config(url, model, api, key_env) -> LLMConfig:
-    return LLMConfig(url=url, model=model, api=api, api_key_env=key_env)
+def _llm_config(url, model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False) -> LLMConfig:
+    return LLMConfig(url=url, model=model, api=api, api_key_env=key_env, backend=backend, concurrency=concurrency,
+                     prompt_logprobs=prompt_logprobs)
 
 
 def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optional[int],
@@ -98,6 +99,10 @@ UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLL
 LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
 ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
 KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment variable that holds the API key.")
+BackendOpt = typer.Option("auto", "--llm-backend", help="auto (http with --llm-url, else in-process), transformers, "
+                                                        "http or vllm (offline engine, GPU machines).")
+ConcurrencyOpt = typer.Option(8, "--llm-concurrency", help="LLM calls in flight at once (a server's capacity).")
+PromptLpOpt = typer.Option(False, "--llm-prompt-logprobs", help="The server returns prompt log-probs via `echo`.")
 ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
                                                       "(default: the run's explainer, else default).")
 CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
@@ -128,11 +133,12 @@ def records(run_dir: Path = typer.Option(..., "--run-dir")):
     console.print(f"records: {result['latents']} in {result['seconds']:.1f}s")
 
 
-def _client(cfg: RunConfig, url, llm_model, api, key_env, subject=None):
+def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
+            subject=None):
     from lantern.llm.factory import make_client
 
-    if url or llm_model:
-        cfg.llm = _llm_config(url, llm_model, api, key_env)
+    if url or llm_model or backend != "auto":
+        cfg.llm = _llm_config(url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
         cfg.save()
     return make_client(cfg.llm, cfg.path, subject)
 
@@ -140,7 +146,8 @@ def _client(cfg: RunConfig, url, llm_model, api, key_env, subject=None):
 @app.command()
 @clear_errors
 def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
-            llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt,
+            llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
+        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
             explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
     """Explain every recorded latent with the LLM."""
     from lantern.pipeline.explain_stage import run_explain
@@ -149,7 +156,8 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
     if explainer is not None or candidates is not None:
         _set_explainer(cfg, explainer, candidates, records_pending=False)
         cfg.save()
-    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env)
+    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                     llm_prompt_logprobs)
     result = run_explain(cfg, client)
     console.print(f"explained {result['explained']} latents ({result['failed']} failed) in {result['seconds']:.0f}s"
                   f" with the {result['explainer']} explainer")
@@ -158,13 +166,15 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 @app.command()
 @clear_errors
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
-          llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt):
+          llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
+        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt):
     """Score every explanation with detection and fuzzing."""
     from lantern.pipeline.score_stage import run_score
     from lantern.summary import print_summary, summarise
 
     cfg = _load(run_dir)
-    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env)
+    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                     llm_prompt_logprobs)
     result = run_score(cfg, client)
     print_summary(summarise(cfg, {"score": result["seconds"]}))
 
@@ -174,7 +184,8 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
-        llm_key_env: str = KeyOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
+        llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
+        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -184,7 +195,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     from lantern.pipeline.score_stage import run_score
     from lantern.summary import print_summary, summarise
 
-    cfg = _new_config(run_dir, _llm_config(llm_url, llm_model, llm_api, llm_key_env), model=model, corpus=corpus,
+    cfg = _new_config(run_dir, _llm_config(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                                  llm_prompt_logprobs), model=model, corpus=corpus,
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
