@@ -232,13 +232,14 @@ def test_uncentred_windows_are_the_cells(tmp_path):
 
 
 def test_neighbour_negatives_come_from_cooccurring_latents(tmp_path):
-    """Latent 1 fires with latent 0 in sequences 0..29 and alone in 30..39: its co-occurrence neighbour is 0,
+    """Latent 1 fires with latent 0 (on the same tokens) in sequences 0..29 and alone in 30..39: its
+    co-occurrence neighbour is 0,
     and its neighbour negatives are the cells where 0 fires without it."""
     n_seq, seq_len = 60, 33
     tokens = np.full((n_seq, seq_len), 9, np.int32)
     tokens[:, 0] = 2
     acts0 = [(s * seq_len + 3, 1.0 + s % 7) for s in range(0, 30)] + [(s * seq_len + 20, 5.0) for s in range(40, 60)]
-    acts1 = [(s * seq_len + 4, 1.0 + s % 5) for s in range(0, 40)]
+    acts1 = [(s * seq_len + 3, 1.0 + s % 5) for s in range(0, 40)]  # on the same tokens as latent 0
     cache = write_cache(tmp_path, tokens, {0: acts0, 1: acts1}, num_latents=2)
     cfg = RecordConfig(ctx_len=8, tokens_before=4, n_explain=10, n_test_per_decile=1, n_negatives=2,
                        n_similar_negatives=0, n_neighbour_negatives=4, min_windows=20, n_neighbours=1)

@@ -8,6 +8,7 @@ from pathlib import Path
 from lantern.explain.settings import ExplainerConfig
 from lantern.io import read_json, write_json
 from lantern.records.build import RecordConfig
+from lantern.score.settings import ScorerConfig
 
 CONFIG_FILE = "config.json"
 
@@ -54,9 +55,11 @@ class RunConfig:
     latents: int = 8
     """Latents explained and scored per coder."""
     scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing"])
+    """Scorer names (score/registry.py): detection, fuzzing, simulation, surprisal, embedding, intruder."""
     seed: int = 0
     records: RecordConfig = field(default_factory=RecordConfig)
     explainer: ExplainerConfig = field(default_factory=ExplainerConfig)
+    scoring: ScorerConfig = field(default_factory=ScorerConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
 
     @property
@@ -72,5 +75,6 @@ class RunConfig:
         data["run_dir"] = str(run_dir)
         data["records"] = RecordConfig(**data["records"])
         data["explainer"] = ExplainerConfig(**data["explainer"])
+        data["scoring"] = ScorerConfig(**data.get("scoring", {}))  # runs saved before scorer settings existed
         data["llm"] = LLMConfig(**data["llm"])
         return cls(**data)

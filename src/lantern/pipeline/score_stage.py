@@ -1,27 +1,34 @@
-"""Stage 4: detection and fuzzing of every explanation; per-latent metrics and per-example verdicts."""
+"""Stage 4: every explanation scored by every configured scorer (score/registry.py). All scorers' requests for
+all latents go through one queue; each scorer then reads its own answers. Writes scores.parquet (one row per
+latent and scorer), examples.parquet (per example), scores_by_decile.parquet and scores_by_source.parquet (the
+same figures per activation decile and per negative source), and usage/score.parquet (per call)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
 from lantern.config import RunConfig
 from lantern.errors import LanternError
 from lantern.io import write_parquet
-from lantern.llm.base import LLMClient
+from lantern.llm.base import LLMClient, Response
 from lantern.models.loading import load_tokenizer
 from lantern.pipeline.common import complete_all, examples_by_latent
 from lantern.pipeline.files import EXAMPLES, EXPLANATIONS, SCORES, SELECTION, records_file
 from lantern.pipeline.usage import write_usage
 from lantern.score import detection, fuzzing
 from lantern.score.answers import yes_probability
-from lantern.score.metrics import classification_metrics
+from lantern.score.base import LatentResult, LatentTask, Plan, ScoreContext, Scorer, check_needs
+from lantern.score.metrics import classification_metrics, group_rows
+from lantern.score.registry import get_scorer
 
-SCORERS = ("detection", "fuzzing")
+SCORES_BY_DECILE = "scores_by_decile.parquet"
+SCORES_BY_SOURCE = "scores_by_source.parquet"
 
 
 def _items(scorer: str, examples: list[dict], cfg: RunConfig) -> list[dict]:
-    """Scored items of the test split (validation windows only ever choose among candidates)."""
+    """Detection / fuzzing items of the test split (kept for benchmarks/bench_prompt_tokens.py)."""
     if scorer == "detection":
         return detection.items(examples)
     return fuzzing.items(examples, cfg.explainer.mark_threshold, cfg.seed)
@@ -82,48 +89,107 @@ def choose_candidates(cfg: RunConfig, client: LLMClient, tokenizer, explanations
     return chosen
 
 
-def run_score(cfg: RunConfig, client: LLMClient, tokenizer=None) -> dict:
+@dataclass
+class ScoreOutput:
+    """Everything one scoring pass found, before it is written."""
+
+    scores: list[dict] = field(default_factory=list)
+    examples: list[dict] = field(default_factory=list)
+    by_decile: list[dict] = field(default_factory=list)
+    by_source: list[dict] = field(default_factory=list)
+    usage_tags: list[dict] = field(default_factory=list)
+    usage: list[Response] = field(default_factory=list)
+
+
+def _score_row(task: LatentTask, scorer: Scorer, result: LatentResult, calls: list[Response]) -> dict:
+    """The per-latent row: the scorer's metrics, its headline as `metric`/`score`, and what it cost."""
+    m = result.metrics
+    return {"coder": task.coder, "latent": task.latent, "scorer": scorer.name, **m,
+            "metric": scorer.headline, "score": m.get(scorer.headline),
+            "score_ci_low": m.get(f"{scorer.headline}_ci_low"), "score_ci_high": m.get(f"{scorer.headline}_ci_high"),
+            "prompt_tokens": int(sum(r.prompt_tokens for r in calls)),
+            "completion_tokens": int(sum(r.completion_tokens for r in calls))}
+
+
+def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContext, tasks: list[LatentTask],
+                  description: str = "score") -> ScoreOutput:
+    """Score every task with every scorer: plan all, answer all requests through ONE queue, evaluate each.
+    (`lantern validate` reuses this with true, shuffled and random explanations.)"""
+    check_needs(scorers, client.capabilities, client.backend)
+    for scorer in scorers:
+        scorer.setup(context)
+    plans: list[tuple[Scorer, Plan]] = [(scorer, scorer.plan(task)) for task in tasks for scorer in scorers]
+    requests = [r for _, plan in plans for r in plan.requests]
+    responses = complete_all(client, requests, description) if requests else []
+    out = ScoreOutput()
+    position = 0
+    grouped: dict[tuple[str, str], list] = {}
+    for scorer, plan in plans:
+        answers = responses[position:position + len(plan.requests)]
+        position += len(plan.requests)
+        result = scorer.evaluate(plan, answers)
+        task = plan.task
+        tag = {"coder": task.coder, "latent": task.latent, "task": scorer.name}
+        out.usage_tags += [tag] * (len(answers) + len(result.usage))
+        out.usage += list(answers) + result.usage
+        out.scores.append(_score_row(task, scorer, result, list(answers) + result.usage))
+        out.examples += result.examples
+        resamples = scorer.settings.bootstrap_resamples
+        deciles, sources = group_rows(result.outcomes, resamples)
+        key = {"coder": task.coder, "latent": task.latent, "scorer": scorer.name}
+        out.by_decile += [{**key, **row} for row in deciles]
+        out.by_source += [{**key, **row} for row in sources]
+        grouped.setdefault((task.coder, scorer.name), []).append((resamples, result.outcomes))
+    for (coder, name), entries in grouped.items():  # pooled over the coder's latents: latent is null
+        deciles, sources = group_rows([o for _, outcomes in entries for o in outcomes], entries[0][0])
+        key = {"coder": coder, "latent": None, "scorer": name}
+        out.by_decile += [{**key, **row} for row in deciles]
+        out.by_source += [{**key, **row} for row in sources]
+    return out
+
+
+def _uniform(rows: list[dict]) -> list[dict]:
+    """Rows of different scorers carry different columns: give every row every column (null where absent)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return [{key: row.get(key) for key in columns} for row in rows]
+
+
+def scorers_for(cfg: RunConfig) -> list[Scorer]:
+    cfg.scoring.check()
+    if not cfg.scorers:
+        raise LanternError("no scorer configured: pass --scorers (e.g. detection,fuzzing)")
+    return [get_scorer(name, cfg.scoring) for name in cfg.scorers]
+
+
+def run_score(cfg: RunConfig, client: LLMClient, tokenizer=None, subject=None) -> dict:
+    """`subject`: the loaded subject model, for scorers that need it in-process (loaded here otherwise)."""
     started = time.perf_counter()
-    unknown = set(cfg.scorers) - set(SCORERS)
-    if unknown:
-        raise LanternError(f"unknown scorer(s) {sorted(unknown)}; available: {', '.join(SCORERS)}")
+    scorers = scorers_for(cfg)
+    check_needs(scorers, client.capabilities, client.backend)
     explanations_path = cfg.path / EXPLANATIONS
     if not explanations_path.exists():
         raise LanternError(f"{explanations_path} is missing: run `lantern explain` first")
-    tokenizer = tokenizer or load_tokenizer(cfg.model)
+    if subject is None and any(s.needs().subject_model for s in scorers):
+        from lantern.models.loading import load_subject_model
+
+        subject = load_subject_model(cfg.model)
+    tokenizer = tokenizer or (subject.tokenizer if subject is not None else load_tokenizer(cfg.model))
     explanations = [r for r in pq.read_table(explanations_path).to_pylist() if not r["failed"]]
     records = {}
     for coder in {r["coder"] for r in explanations}:
         records[coder] = examples_by_latent(records_file(cfg.path, coder))
     explanations = choose_candidates(cfg, client, tokenizer, explanations, records)
-    jobs, requests = [], []
-    for row in explanations:
-        coder, latent = row["coder"], row["latent"]
-        for scorer in cfg.scorers:
-            for item in _items(scorer, records[coder][latent], cfg):
-                jobs.append((coder, latent, scorer, item))
-                requests.append(_request(scorer, tokenizer, row["explanation"], item))
-    responses = complete_all(client, requests, "score")
-    write_usage(cfg.path, "score", [{"coder": c, "latent": l, "task": s} for c, l, s, _ in jobs], responses)
-    example_rows, grouped = [], {}
-    for (coder, latent, scorer, item), response in zip(jobs, responses):
-        p_yes, read_as = yes_probability(response)
-        ex = item["example"]
-        example_rows.append({
-            "coder": coder, "latent": latent, "scorer": scorer, "start": ex["start"], "kind": ex["kind"],
-            "source": ex["source"], "decile": ex["decile"], "variant": item["variant"], "label": item["label"],
-            "p_yes": p_yes, "prediction": None if p_yes is None else int(p_yes >= 0.5), "read_as": read_as,
-            "error": response.error, "prompt_tokens": response.prompt_tokens,
-            "completion_tokens": response.completion_tokens, "seconds": response.seconds, "attempts": response.attempts,
-            "cached": response.cached,
-        })
-        grouped.setdefault((coder, latent, scorer), []).append((item["label"], p_yes, response.prompt_tokens))
-    score_rows = []
-    for (coder, latent, scorer), entries in grouped.items():
-        labels, probs, tokens = zip(*entries)
-        score_rows.append({"coder": coder, "latent": latent, "scorer": scorer,
-                           **classification_metrics(list(labels), list(probs)), "prompt_tokens": int(sum(tokens))})
-    write_parquet(cfg.path / EXAMPLES, example_rows)
-    write_parquet(cfg.path / SCORES, score_rows)
-    return {"seconds": time.perf_counter() - started, "scored": len(score_rows),
-            "failed_answers": sum(r["p_yes"] is None for r in example_rows)}
+    tasks = [LatentTask(row["coder"], row["latent"], row["explanation"],
+                        [r for r in records[row["coder"]][row["latent"]] if r["split"] == "test"])
+             for row in explanations]
+    context = ScoreContext(settings=cfg.scoring, tokenizer=tokenizer, capabilities=client.capabilities,
+                           backend=client.backend, records=records, mark_threshold=cfg.explainer.mark_threshold,
+                           seed=cfg.seed, subject=subject, run_dir=cfg.path)
+    out = score_latents(client, scorers, context, tasks)
+    write_usage(cfg.path, "score", out.usage_tags, out.usage)
+    write_parquet(cfg.path / EXAMPLES, _uniform(out.examples))
+    write_parquet(cfg.path / SCORES, _uniform(out.scores))
+    write_parquet(cfg.path / SCORES_BY_DECILE, _uniform(out.by_decile))
+    write_parquet(cfg.path / SCORES_BY_SOURCE, _uniform(out.by_source))
+    return {"seconds": time.perf_counter() - started, "scored": len(out.scores),
+            "failed_answers": sum(r.get("read_as") == "failed" for r in out.examples)}

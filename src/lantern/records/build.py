@@ -18,11 +18,15 @@ import pyarrow as pa
 
 from lantern.cache.reader import LatentCache
 from lantern.errors import LanternError
-from lantern.records.cells import Grid, WindowTable, active_cells, find_windows, rank_within, window_values
+from lantern.records.cells import (Grid, WindowTable, active_cells, find_windows, rank_within, sorted_unique,
+                                   window_max, window_values)
 from lantern.records.negatives import blocked_keys, first_per_latent, random_cells, similar_cells
 from lantern.records.neighbours import cooccurrence_neighbours
 
 N_DECILES = 10
+KEEP_WINDOWS = 20_000_000
+"""Windows the survey keeps in memory for pass 2 (~40 bytes each) instead of finding them again."""
+NEGATIVE_SOURCES = ("neighbour-cooccurrence", "neighbour-decoder", "random", "similar")  # sorted
 TOP_CELLS = 16
 """Cells kept per latent in the survey, its strongest and as many at random: where its neighbours look for
 neighbour negatives (a co-occurring neighbour's strongest cells are often this latent's too)."""
@@ -57,6 +61,9 @@ class RecordConfig:
     index exists, else random); disjoint from every scored negative."""
     n_neighbours: int = 8
     """Neighbours kept per latent."""
+    cooccurrence_tokens: int = 8192
+    """Tokens (whole sequences spread over the corpus) on which co-occurrence is counted: the cost grows with
+    tokens x (active latents per token)^2, so it is sampled; neighbour ranks need only the strong overlaps."""
     min_windows: int = 30
     """Latents with fewer disjoint activating windows are not explained."""
     seed: int = 0
@@ -102,8 +109,10 @@ class Survey:
 
     n_windows: np.ndarray      # [num_latents] disjoint activating windows
     top_cells: np.ndarray      # [num_latents, 2 * TOP_CELLS] strongest then random cells, -1 padded
-    neighbours: np.ndarray     # [num_latents, n_neighbours] by co-occurrence, -1 padded
+    neighbours: np.ndarray     # [num_latents, n_neighbours] by co-occurrence on the same tokens, -1 padded
     neighbour_similarity: np.ndarray
+    tables: dict[int, WindowTable]
+    """Window tables by first latent of their block, kept for pass 2 while they fit KEEP_WINDOWS."""
 
 
 def survey(cache: LatentCache, cfg: RecordConfig, grid: Grid) -> Survey:
@@ -111,11 +120,18 @@ def survey(cache: LatentCache, cfg: RecordConfig, grid: Grid) -> Survey:
     n_windows = np.zeros(n, np.int64)
     top_cells = np.full((n, 2 * TOP_CELLS), -1, np.int32)
     rng = np.random.default_rng([cfg.seed, 7])
-    pair_latent, pair_cell = [], []
+    # co-occurrence on the tokens of every `stride`-th sequence (about cfg.cooccurrence_tokens of them)
+    stride = max(1, grid.n_seq * grid.seq_len // max(cfg.cooccurrence_tokens, 1))
+    pair_latent, pair_token = [], []
+    tables: dict[int, WindowTable] = {}
+    kept = 0
     for lo, hi in latent_blocks(cache):
         indptr, tokens, values = cache.latent_block(lo, hi)
         table = find_windows(indptr, tokens, values, grid, cfg.tokens_before, cfg.centred)
         n_windows[lo:hi] = table.counts()
+        kept += len(table.start)
+        if kept <= KEEP_WINDOWS:
+            tables[lo] = table
         rank = rank_within(table.latent, -table.max)
         top = rank < TOP_CELLS
         top_cells[lo + table.latent[top], rank[top]] = table.cell[top]
@@ -123,13 +139,16 @@ def survey(cache: LatentCache, cfg: RecordConfig, grid: Grid) -> Survey:
         rank = rank_within(table.latent[rest], rng.random(len(rest)))
         pick = rest[rank < TOP_CELLS]
         top_cells[lo + table.latent[pick], TOP_CELLS + rank[rank < TOP_CELLS]] = table.cell[pick]
-        latent, cell = active_cells(indptr, tokens, grid)
-        pair_latent.append(latent + lo)
-        pair_cell.append(cell)
+        latent = np.repeat(np.arange(hi - lo), np.diff(indptr))
+        seq, pos = np.divmod(tokens, grid.seq_len)
+        sampled = seq % stride == 0
+        pair_latent.append(latent[sampled] + lo)
+        pair_token.append((seq[sampled] // stride) * grid.seq_len + pos[sampled])
+    n_sampled = -(-grid.n_seq // stride) * grid.seq_len
     neighbours, similarity = cooccurrence_neighbours(
         np.concatenate(pair_latent) if pair_latent else np.zeros(0, np.int64),
-        np.concatenate(pair_cell) if pair_cell else np.zeros(0, np.int64), n, grid.n_cells, cfg.n_neighbours)
-    return Survey(n_windows, top_cells, neighbours, similarity)
+        np.concatenate(pair_token) if pair_token else np.zeros(0, np.int64), n, n_sampled, cfg.n_neighbours)
+    return Survey(n_windows, top_cells, neighbours, similarity, tables)
 
 
 def sample_latents(survey_: Survey, cfg: RecordConfig, n_latents: int | None) -> np.ndarray:
@@ -155,7 +174,7 @@ def _split_activating(table: WindowTable, cfg: RecordConfig, rng: np.random.Gene
     decile = 1 + rank_up * N_DECILES // np.maximum(counts[table.latent], 1)
     noise = rng.random(len(table.latent))
     if cfg.explain_sampling == "top":
-        explain = rank_within(table.latent, -table.max) < cfg.n_explain
+        explain = counts[table.latent] - 1 - rank_up < cfg.n_explain  # the strongest windows of each latent
     elif cfg.explain_sampling == "random":
         explain = rank_within(table.latent, noise) < cfg.n_explain
     else:
@@ -187,7 +206,7 @@ def _negatives(selected_local: np.ndarray, global_ids: np.ndarray, table: Window
         out.append((latent[idx], cell[idx], np.full(len(idx), source, dtype=object),
                     neighbour[idx] if neighbour is not None else np.full(len(idx), -1, np.int64),
                     np.full(len(idx), split, dtype=object)))
-        excluded = np.union1d(excluded, latent[idx] * grid.n_cells + cell[idx])
+        excluded = sorted_unique(np.concatenate([excluded, latent[idx] * grid.n_cells + cell[idx]]))
 
     if cfg.n_negatives:
         latent, cell = random_cells(selected_local, 4 * cfg.n_negatives * n_splits + 8, grid, rng)
@@ -221,7 +240,7 @@ def _negatives(selected_local: np.ndarray, global_ids: np.ndarray, table: Window
             neighbour = np.broadcast_to(nb[:, :, None], cells.shape)[valid]
             preference = np.broadcast_to(np.arange(cells[0].size).reshape(cells.shape[1:]), cells.shape)[valid]
             cell = cells[valid]
-            full = np.isin(cell, grid.full_cells())
+            full = grid.is_full(cell)
             keep(latent[full], cell[full], preference[full], per_source, source, neighbour[full])
     if cfg.n_explain_negatives:
         if query is not None:
@@ -241,12 +260,11 @@ def build_block(cache: LatentCache, lo: int, hi: int, selected: np.ndarray, cfg:
     rng = np.random.default_rng([cfg.seed, lo])
     selected_local = np.sort(selected - lo)
     global_ids = np.arange(lo, hi)
-    table = find_windows(indptr, tokens, values, grid, cfg.tokens_before, cfg.centred)
+    table = survey_.tables.get(lo) or find_windows(indptr, tokens, values, grid, cfg.tokens_before, cfg.centred)
     table = table.take(np.isin(table.latent, selected_local))
     # deciles and top sampling rank a window by the strongest activation it shows, which may be a
     # neighbouring cell's peak rather than its own
-    table.max = window_values(indptr, tokens, values, table.latent, table.start, cfg.ctx_len, grid.n_tokens).max(
-        axis=1) if len(table.start) else table.max
+    table.max = window_max(indptr, tokens, values, table, cfg.ctx_len, grid.n_tokens)
     split, decile = _split_activating(table, cfg, rng)
     used = split != ""
     act = table.take(used)
@@ -257,8 +275,8 @@ def build_block(cache: LatentCache, lo: int, hi: int, selected: np.ndarray, cfg:
     neg_latent, neg_cell, neg_source, neg_neighbour, neg_forced = _negatives(
         selected_local, global_ids, table.take(split == "explain"), blocked, survey_, extras, cfg, grid, rng)
     # alternate each latent's negatives of one source between the scored splits
-    order_in_source = rank_within(neg_latent * 64 + np.unique(neg_source, return_inverse=True)[1],
-                                  np.arange(len(neg_latent)))
+    source_code = np.searchsorted(np.array(NEGATIVE_SOURCES), neg_source.astype(str))
+    order_in_source = rank_within(neg_latent * len(NEGATIVE_SOURCES) + source_code, np.arange(len(neg_latent)))
     splits = np.array(cfg.scored_splits, dtype=object)
     neg_split = np.where(neg_forced != "", neg_forced, splits[order_in_source % len(splits)])
 
@@ -336,7 +354,7 @@ def _summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cache: Late
     n_test_activating = count(test & (kind == "activating"))
     n_negatives = count(test & (kind == "negative"))
     by_source = {s: count(test & (kind == "negative") & (source == s))
-                 for s in ("random", "similar", "neighbour-cooccurrence", "neighbour-decoder")}
+                 for s in NEGATIVE_SOURCES}
     rows = []
     for l in selected.tolist():  # noqa: E741 - one summary row per sampled latent
         rows.append({

@@ -43,10 +43,12 @@ class Grid:
         seq, c = np.divmod(cells.astype(np.int64), self.cells_per_seq)
         return seq * self.seq_len + np.minimum(1 + c * self.ctx_len, self.seq_len - self.ctx_len)
 
-    def full_cells(self) -> np.ndarray:
+    def is_full(self, cells: np.ndarray) -> np.ndarray:
         """Cells that are exactly a window (the shorter last cell is not: its window borrows tokens)."""
-        c = np.arange(self.n_cells) % self.cells_per_seq
-        return np.flatnonzero(1 + (c + 1) * self.ctx_len <= self.seq_len)
+        return 1 + (cells % self.cells_per_seq + 1) * self.ctx_len <= self.seq_len
+
+    def full_cells(self) -> np.ndarray:
+        return np.flatnonzero(self.is_full(np.arange(self.n_cells)))
 
 
 @dataclass
@@ -68,11 +70,16 @@ class WindowTable:
                            self.n_latents)
 
 
+def sorted_unique(a: np.ndarray, presorted: bool = False) -> np.ndarray:
+    """np.unique for integer keys by one sort (numpy 2's hash-based unique was the records' main cost)."""
+    a = a if presorted else np.sort(a)
+    return a[np.r_[True, a[1:] != a[:-1]]] if len(a) else a
+
+
 def active_cells(indptr: np.ndarray, tokens: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """(latent, cell) of every cell where a latent of the block fires, sorted, unique."""
     latent = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    key = latent * grid.n_cells + grid.cell_of(tokens)
-    key = np.unique(key)
+    key = sorted_unique(latent * grid.n_cells + grid.cell_of(tokens), presorted=True)  # tokens ascend per latent
     return key // grid.n_cells, key % grid.n_cells
 
 
@@ -83,11 +90,14 @@ def find_windows(indptr: np.ndarray, tokens: np.ndarray, values: np.ndarray, gri
         empty = np.zeros(0, np.int64)
         return WindowTable(empty, empty, empty, empty, np.zeros(0, np.float32), n_latents)
     latent = np.repeat(np.arange(n_latents), np.diff(indptr))
-    key = latent * grid.n_cells + grid.cell_of(tokens)
-    order = np.lexsort((-values, key))  # within a (latent, cell): strongest first
-    key_sorted = key[order]
-    first = np.flatnonzero(np.r_[True, key_sorted[1:] != key_sorted[:-1]])
-    best = order[first]
+    key = latent * grid.n_cells + grid.cell_of(tokens)  # non-decreasing: tokens ascend within a latent
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    lengths = np.diff(np.r_[starts, len(key)])
+    cell_max = np.maximum.reduceat(values, starts)
+    # the first entry of each (latent, cell) run that holds the run's maximum: no sort needed
+    at_max = np.flatnonzero(values == np.repeat(cell_max, lengths))
+    run_of = np.repeat(np.arange(len(starts)), lengths)[at_max]
+    best = at_max[np.r_[True, run_of[1:] != run_of[:-1]]]
     cell = key[best] % grid.n_cells
     peak = tokens[best].astype(np.int64)
     seq, pos = np.divmod(peak, grid.seq_len)
@@ -126,12 +136,38 @@ def rank_within(group: np.ndarray, sort_key: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _ranges(indptr: np.ndarray, tokens: np.ndarray, latent: np.ndarray, start: np.ndarray, ctx_len: int,
+            n_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each window, the range [lo, hi) of the block's sorted entries that fall inside it (two binary
+    searches per window instead of one per token)."""
+    keys = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)) * n_tokens + tokens.astype(np.int64)
+    first = latent * n_tokens + start
+    return np.searchsorted(keys, first), np.searchsorted(keys, first + ctx_len), keys
+
+
 def window_values(indptr: np.ndarray, tokens: np.ndarray, values: np.ndarray, latent: np.ndarray,
                   start: np.ndarray, ctx_len: int, n_tokens: int) -> np.ndarray:
-    """[n_windows, ctx_len] activations of each window's latent (block-local ids), by one search."""
-    keys = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)) * n_tokens + tokens.astype(np.int64)
-    query = (latent * n_tokens + start)[:, None] + np.arange(ctx_len)[None, :]
-    if len(keys) == 0:
-        return np.zeros(query.shape, np.float32)
-    found = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return np.where(keys[found] == query, values[found], 0.0).astype(np.float32)
+    """[n_windows, ctx_len] activations of each window's latent (block-local ids), in O(windows + their
+    non-zeros)."""
+    out = np.zeros((len(start), ctx_len), np.float32)
+    if len(tokens) == 0 or len(start) == 0:
+        return out
+    lo, hi, keys = _ranges(indptr, tokens, latent, start, ctx_len, n_tokens)
+    counts = hi - lo
+    rows = np.repeat(np.arange(len(start)), counts)
+    entries = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    out[rows, keys[entries] - (latent[rows] * n_tokens + start[rows])] = values[entries]
+    return out
+
+
+def window_max(indptr: np.ndarray, tokens: np.ndarray, values: np.ndarray, table: WindowTable, ctx_len: int,
+               n_tokens: int) -> np.ndarray:
+    """Maximum activation inside each window of a table of non-overlapping windows sorted by (latent, start)
+    (every window holds at least its own peak)."""
+    if len(table.start) == 0:
+        return table.max
+    lo, hi, _ = _ranges(indptr, tokens, table.latent, table.start, ctx_len, n_tokens)
+    bounds = np.empty(2 * len(lo), np.int64)
+    bounds[0::2], bounds[1::2] = lo, hi  # disjoint sorted ranges: reduce over [lo_i, hi_i) at the even slots
+    padded = np.append(values.astype(np.float32), np.float32(0))
+    return np.maximum.reduceat(padded, bounds)[0::2]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lantern.records.cells import Grid, rank_within
+from lantern.records.cells import Grid, rank_within, sorted_unique
 
 
 def blocked_keys(latent: np.ndarray, cell: np.ndarray, grid: Grid) -> np.ndarray:
@@ -23,7 +23,7 @@ def blocked_keys(latent: np.ndarray, cell: np.ndarray, grid: Grid) -> np.ndarray
     within = cell % grid.cells_per_seq
     for step, ok in ((-1, within > 0), (1, within < grid.cells_per_seq - 1)):
         keys.append(latent[ok] * grid.n_cells + cell[ok] + step)
-    return np.unique(np.concatenate(keys))
+    return sorted_unique(np.concatenate(keys))
 
 
 def is_member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -41,8 +41,8 @@ def first_per_latent(latent: np.ndarray, cell: np.ndarray, preference: np.ndarra
     candidates = np.flatnonzero(~is_member(excluded, key))
     # among duplicates of a key keep the most preferred
     order = candidates[np.lexsort((preference[candidates], key[candidates]))]
-    _, first = np.unique(key[order], return_index=True)
-    candidates = order[first]
+    ordered_keys = key[order]
+    candidates = order[np.r_[True, ordered_keys[1:] != ordered_keys[:-1]]] if len(order) else order
     keep = candidates[rank_within(latent[candidates], preference[candidates]) < counts[latent[candidates]]]
     return keep[np.lexsort((preference[keep], latent[keep]))]
 
@@ -64,10 +64,26 @@ def similar_cells(query: np.ndarray, latents: np.ndarray, cell_embeddings: np.nd
     for lo in range(0, len(latents), batch):
         rows = latents[lo:lo + batch]
         sims = query[lo:lo + batch] @ cell_embeddings.T  # [b, n_candidates]
-        keys = rows[:, None] * grid.n_cells + cells[None, :]
-        sims[is_member(excluded, keys)] = -np.inf
         take = min(n, sims.shape[1])
-        best = np.argpartition(-sims, take - 1, axis=1)[:, :take] if take else np.zeros((len(rows), 0), int)
+        # Look up exclusions only among the most similar few first; rows left short fall back to all cells.
+        shortlist = min(sims.shape[1], 4 * n + 16)
+        if take == 0:
+            best = np.zeros((len(rows), 0), int)
+        else:
+            near = np.argpartition(-sims, shortlist - 1, axis=1)[:, :shortlist]
+            near_sims = np.take_along_axis(sims, near, axis=1)
+            near_sims[is_member(excluded, rows[:, None] * grid.n_cells + cells[near])] = -np.inf
+            short = np.isfinite(near_sims).sum(axis=1) < take
+            if short.any():
+                keys = rows[short, None] * grid.n_cells + cells[None, :]
+                full = sims[short]
+                full[is_member(excluded, keys)] = -np.inf
+                sims[short] = full
+            sims_masked = np.full_like(sims, -np.inf)
+            np.put_along_axis(sims_masked, near, near_sims, axis=1)
+            sims_masked[short] = sims[short]
+            sims = sims_masked
+            best = np.argpartition(-sims, take - 1, axis=1)[:, :take]
         best_sims = np.take_along_axis(sims, best, axis=1)
         finite = np.isfinite(best_sims)
         out_latent.append(np.repeat(rows, take)[finite.reshape(-1)])

@@ -1,7 +1,7 @@
 """Neighbour latents, computed sparsely (never a dense n_latents² matrix).
 
-- co-occurrence: Jaccard similarity of the sets of cells where two latents fire, from a sparse product of
-  the latent × cell incidence matrix, one block of rows at a time;
+- co-occurrence: Jaccard similarity of the sets of tokens where two latents fire (on a sample of tokens), from
+  a sparse product of the latent × token incidence matrix, one block of rows at a time;
 - decoder: cosine similarity of decoder directions, one block of rows at a time against all.
 Both return the top `k` neighbours of each latent ([n_latents, k], -1 where fewer exist) and the similarities.
 """
@@ -25,10 +25,10 @@ def _top_k_rows(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, n_rows: in
     return neighbours, similarity
 
 
-def cooccurrence_neighbours(latent: np.ndarray, cell: np.ndarray, n_latents: int, n_cells: int, k: int,
+def cooccurrence_neighbours(latent: np.ndarray, unit: np.ndarray, n_latents: int, n_units: int, k: int,
                             block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k latents by Jaccard overlap of active cells; (latent, cell) pairs must be unique."""
-    incidence = sp.csr_matrix((np.ones(len(latent), np.float32), (latent, cell)), shape=(n_latents, n_cells))
+    """Top-k latents by Jaccard overlap of the units (tokens or cells) where they fire; pairs must be unique."""
+    incidence = sp.csr_matrix((np.ones(len(latent), np.float32), (latent, unit)), shape=(n_latents, n_units))
     degree = np.asarray(incidence.sum(axis=1)).ravel()
     transposed = incidence.T.tocsc()
     parts = []

@@ -1,4 +1,5 @@
-"""Reading a yes/no verdict: the probability of "yes" from first-token log-probs, else the parsed text."""
+"""Reading answers: the probability of "yes", or of each digit, from log-probs where the backend gives them,
+else from the parsed text; an answer that cannot be read is a failure, never a guess."""
 from __future__ import annotations
 
 import math
@@ -31,4 +32,45 @@ def yes_probability(response: Response) -> tuple[float | None, str]:
             return 1.0, "text"
         if word in _NO:
             return 0.0, "text"
+    return None, "failed"
+
+
+_DIGIT = re.compile(r"^[^\w]*(\d)[^\w]*$")
+"""A token that is one digit, perhaps with spaces or brackets around it (` 5`, `5`, `[5`)."""
+
+
+def digit_probabilities(alternatives: dict[str, float] | None, allowed: range) -> dict[int, float]:
+    """Probability mass per allowed digit among a position's alternatives (tokens spelling the same digit are
+    summed); empty when none of them is an allowed digit."""
+    mass: dict[int, float] = {}
+    for token, lp in (alternatives or {}).items():
+        match = _DIGIT.match(token)
+        if match and int(match.group(1)) in allowed:
+            digit = int(match.group(1))
+            mass[digit] = mass.get(digit, 0.0) + math.exp(lp)
+    return mass
+
+
+def expected_digit(alternatives: dict[str, float] | None, allowed: range = range(10)) -> tuple[float, float] | None:
+    """(expected value over the allowed digits, their total probability), or None when no digit is among the
+    alternatives. The expectation is renormalised over the digits that were seen."""
+    mass = digit_probabilities(alternatives, allowed)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return sum(d * p for d, p in mass.items()) / total, total
+
+
+def digit_choice(response: Response, allowed: range) -> tuple[dict[int, float] | None, str]:
+    """(normalised probability per allowed digit, how it was read: `logprobs` / `text` / `failed`) of a
+    one-digit answer."""
+    if not response.ok:
+        return None, "failed"
+    mass = digit_probabilities(response.first_token_logprobs, allowed)
+    total = sum(mass.values())
+    if total > 0:
+        return {d: p / total for d, p in mass.items()}, "logprobs"
+    match = re.match(r"[^\w]*(\d)(?!\d)", response.text or "")
+    if match and int(match.group(1)) in allowed:
+        return {int(match.group(1)): 1.0}, "text"
     return None, "failed"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from lantern.explain.format import plain_text
 from lantern.llm.base import Request
+from lantern.score.base import LatentTask
+from lantern.score.verdicts import VerdictScorer
 
 PROMPT = (
     "A feature inside a language model has this description: {explanation}\n"
@@ -26,3 +28,13 @@ def items(examples: list[dict], split: str = "test") -> list[dict]:
 def request(tokenizer, explanation: str, item: dict) -> Request:
     text = plain_text(tokenizer, item["example"]["tokens"])
     return Request(prompt=PROMPT.format(explanation=explanation, text=text), max_tokens=1, top_logprobs=20, stop=())
+
+
+class DetectionScorer(VerdictScorer):
+    name = "detection"
+
+    def items(self, task: LatentTask) -> list[dict]:
+        return items(task.rows)
+
+    def request(self, explanation: str, item: dict) -> Request:
+        return request(self.context.tokenizer, explanation, item)

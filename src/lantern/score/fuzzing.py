@@ -6,6 +6,8 @@ import numpy as np
 
 from lantern.explain.format import activation_marks, marked_text
 from lantern.llm.base import Request
+from lantern.score.base import LatentTask
+from lantern.score.verdicts import VerdictScorer
 
 PROMPT = (
     "A feature inside a language model has this description: {explanation}\n"
@@ -42,3 +44,16 @@ def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "
 def request(tokenizer, explanation: str, item: dict) -> Request:
     text = marked_text(tokenizer, item["example"]["tokens"], item["marks"])
     return Request(prompt=PROMPT.format(explanation=explanation, text=text), max_tokens=1, top_logprobs=20, stop=())
+
+
+class FuzzingScorer(VerdictScorer):
+    name = "fuzzing"
+
+    def items(self, task: LatentTask) -> list[dict]:
+        return items(task.rows, self.context.mark_threshold, self.context.seed)
+
+    def request(self, explanation: str, item: dict) -> Request:
+        return request(self.context.tokenizer, explanation, item)
+
+    def negative_source(self, item: dict) -> str:
+        return item["variant"]  # the negatives are the latent's own windows with misplaced marks

@@ -1,0 +1,105 @@
+"""Intruder: a few activating windows of the latent (marks on its activating tokens) and one activating window
+of another latent of the same coder, in random order; the LLM names the odd one out with one digit, whose
+probabilities come from log-probs. If the latent's windows share something visible, the intruder stands out:
+accuracy against chance 1 / (windows + 1).
+
+Trials slide along the latent's activating test windows ordered by decile (strongest first), so each trial
+shows windows of neighbouring deciles; its intruder comes from the same decile of another latent where one
+exists. The explanation is not shown unless `intruder_explanation` is set."""
+from __future__ import annotations
+
+import numpy as np
+
+from lantern.errors import LanternError
+from lantern.explain.format import activation_marks, marked_text
+from lantern.llm.base import Request, Response
+from lantern.score.answers import digit_choice
+from lantern.score.base import LatentResult, LatentTask, Plan, ScoreContext, Scorer, example_row
+from lantern.score.metrics import Outcome, accuracy_vs_chance
+
+_HEAD = ("Below are {count} passages. In each, some tokens are marked like <<this>>. In all but one passage the "
+         "marks come from the same feature of a language model; in the remaining passage they come from a different "
+         "feature.\n")
+_EXPLAINED = "The shared feature has this description: {explanation}\n"
+_TAIL = "Which passage is the odd one out? Answer with its number.\nThe odd one out is passage ["
+
+
+def _activating_test(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["split"] == "test" and r["kind"] == "activating"]
+
+
+class IntruderScorer(Scorer):
+    name = "intruder"
+    headline = "accuracy"
+
+    @property
+    def uses_explanation(self) -> bool:  # type: ignore[override]
+        return self.settings.intruder_explanation
+
+    def setup(self, context: ScoreContext) -> None:
+        super().setup(context)
+        self.pools = {coder: {latent: _activating_test(rows) for latent, rows in latents.items()}
+                      for coder, latents in context.records.items()}
+
+    def _trials(self, windows: list[dict]) -> list[list[dict]]:
+        k = self.settings.intruder_windows
+        ordered = sorted(windows, key=lambda r: (-r["decile"], r["start"]))
+        starts = list(range(len(ordered) - k + 1))
+        if self.settings.intruder_trials and len(starts) > self.settings.intruder_trials:
+            starts = sorted({int(round(x)) for x in np.linspace(0, starts[-1], self.settings.intruder_trials)})
+        return [ordered[s:s + k] for s in starts]
+
+    def _intruder(self, task: LatentTask, trial: list[dict], decile: int, rng: np.random.Generator) -> dict:
+        pool = [r for latent, rows in self.pools.get(task.coder, {}).items() if latent != task.latent for r in rows]
+        shown = {tuple(r["tokens"]) for r in trial}
+        pool = [r for r in pool if tuple(r["tokens"]) not in shown]
+        if not pool:
+            raise LanternError(f"the intruder scorer needs activating test windows of a second latent of coder "
+                               f"{task.coder!r} (it has none besides latent {task.latent}); record more latents")
+        same = [r for r in pool if r["decile"] == decile]
+        choices = same or pool
+        return choices[int(rng.integers(len(choices)))]
+
+    def _prompt(self, task: LatentTask, passages: list[dict]) -> str:
+        tokenizer, threshold = self.context.tokenizer, self.context.mark_threshold
+        text = _HEAD.format(count=len(passages))
+        if self.uses_explanation:
+            text += _EXPLAINED.format(explanation=task.explanation)
+        for number, row in enumerate(passages, 1):
+            text += f"[{number}] {marked_text(tokenizer, row['tokens'], activation_marks(row['activations'], threshold))}\n"
+        return text + _TAIL
+
+    def plan(self, task: LatentTask) -> Plan:
+        requests, state = [], []
+        for t, trial in enumerate(self._trials(_activating_test(task.rows))):
+            decile = int(np.median([r["decile"] for r in trial]))
+            rng = np.random.default_rng([self.context.seed, task.latent, t])
+            intruder = self._intruder(task, trial, decile, rng)
+            position = int(rng.integers(len(trial) + 1))
+            passages = trial[:position] + [intruder] + trial[position:]
+            requests.append(Request(prompt=self._prompt(task, passages), max_tokens=1,
+                                    top_logprobs=self.settings.top_logprobs, stop=()))
+            state.append((decile, intruder, position + 1, len(passages)))
+        return Plan(task, requests, state)
+
+    def evaluate(self, plan: Plan, responses: list[Response]) -> LatentResult:
+        examples, outcomes = [], []
+        for (decile, intruder, answer, count), response in zip(plan.state, responses):
+            probabilities, read_as = digit_choice(response, range(1, count + 1))
+            failed = probabilities is None
+            chosen = None if failed else max(probabilities, key=probabilities.get)
+            p_correct = None if failed else probabilities.get(answer, 0.0)
+            correct = None if failed else chosen == answer
+            outcomes.append(Outcome(decile=decile, source="intruder", failed=failed, score=p_correct, correct=correct))
+            examples.append(example_row(plan.task, self.name, None, [response], start=intruder["start"],
+                                        kind="intruder-trial", source=f"latent {intruder['latent']}", decile=decile,
+                                        variant=f"intruder at {answer} of {count}", label=answer, prediction=chosen,
+                                        value=p_correct, correct=correct, read_as=read_as))
+        verdicts = np.asarray([o.correct for o in outcomes if not o.failed], dtype=bool)
+        chance = 1 / (self.settings.intruder_windows + 1)
+        scores = [o.score for o in outcomes if not o.failed]
+        metrics = {**accuracy_vs_chance(verdicts, chance, self.settings.bootstrap_resamples), "n": len(verdicts),
+                   "n_failed": len(outcomes) - len(verdicts),
+                   "mean_p_correct": float(np.mean(scores)) if scores else float("nan"),
+                   "with_explanation": self.uses_explanation}
+        return LatentResult(metrics, examples, outcomes)
