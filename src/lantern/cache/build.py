@@ -165,6 +165,8 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
             keep = cacheable_positions(ids.numel(), seq_len, token_offset)
             for coder in todo:
                 x = acts[hookpoints[coder.name].name]
+                if x.dim() == 2:  # token ids ([batch, seq], read at `embed_tokens:input`): one feature per token
+                    x = x.unsqueeze(-1)
                 if x.shape[-1] != coder.d_in:
                     raise LanternError(
                         f"coder {coder.name!r} expects d_in={coder.d_in} but hookpoint {coder.hookpoint!r} of "
