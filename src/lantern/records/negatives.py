@@ -55,7 +55,7 @@ def random_cells(latents: np.ndarray, n: int, grid: Grid, rng: np.random.Generat
 
 
 def similar_cells(query: np.ndarray, latents: np.ndarray, cell_embeddings: np.ndarray, cells: np.ndarray, n: int,
-                  excluded: np.ndarray, grid: Grid, batch: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  excluded: np.ndarray, grid: Grid, batch: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per latent, the `n` candidate cells most similar to its query vector, skipping excluded keys.
 
     query: [n_latents, dim] unit vectors; cell_embeddings: [n_cells_candidates, dim] unit vectors of `cells`.
