@@ -19,13 +19,13 @@ RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=8, n_test_per_deci
 
 
 def make_run(tmp_path, built_cache, scorers: list[str], explanation=lambda latent: f"latent-{latent}",
-             n_latents: int = 3, explained: int | None = None, few: bool = False,
+             n_latents: int = 3, explained: int | None = None, few: bool = False, model: str = "tiny",
              **scoring) -> tuple[RunConfig, list[dict]]:
     """A run directory with real records of `n_latents` SAE latents and explanations for the first `explained`
     of them (all by default); `explanation(latent)` gives each one's text. `few`: keep only two activating and
     two negative test windows per latent (for tests that run the real model on every window)."""
     cache_dir, _, _ = built_cache
-    cfg = RunConfig(run_dir=str(tmp_path / "run"), model="tiny", records=RECORDS, scorers=scorers,
+    cfg = RunConfig(run_dir=str(tmp_path / "run"), model=model, records=RECORDS, scorers=scorers,
                     scoring=ScorerConfig(**{"bootstrap_resamples": 200, **scoring}))
     table, _ = build_records(LatentCache(cache_dir, "sae"), RECORDS, n_latents=n_latents)
     rows = table.to_pylist()
@@ -34,7 +34,7 @@ def make_run(tmp_path, built_cache, scorers: list[str], explanation=lambda laten
     write_parquet(records_file(cfg.path, "sae"), rows)
     latents = sorted({r["latent"] for r in rows})[:explained]
     write_parquet(cfg.path / EXPLANATIONS, [{"coder": "sae", "latent": latent, "explanation": explanation(latent),
-                                             "candidate": 0, "failed": False} for latent in latents])
+                                             "candidate": 0, "failed": False, "prompt_tokens": 0} for latent in latents])
     return cfg, rows
 
 
