@@ -79,6 +79,15 @@ def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optiona
         cfg.records = replace(cfg.records, n_validation_per_decile=1)
 
 
+def _set_scorers(cfg: RunConfig, scorers: Optional[str]) -> None:
+    """Apply --scorers (checked before any model is loaded); scores can be redone with other scorers any time."""
+    from lantern.score.registry import parse_scorers
+
+    if scorers is not None:
+        cfg.scorers = parse_scorers(scorers)
+    cfg.scoring.check()
+
+
 def _load(run_dir: Path) -> RunConfig:
     if not (run_dir / CONFIG_FILE).exists():
         raise LanternError(f"{run_dir} is not a lantern run directory (no {CONFIG_FILE}); start with `lantern cache`")
@@ -106,6 +115,8 @@ PromptLpOpt = typer.Option(False, "--llm-prompt-logprobs", help="The server retu
 ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
                                                       "(default: the run's explainer, else default).")
 CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
+ScorersOpt = typer.Option(None, "--scorers", help="Comma list of detection, fuzzing, simulation, surprisal, embedding, "
+                                                  "intruder (default: the run's, else detection,fuzzing).")
 
 
 @app.command()
@@ -167,15 +178,26 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 @clear_errors
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
-        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt):
-    """Score every explanation with detection and fuzzing."""
-    from lantern.pipeline.score_stage import run_score
+        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
+          scorers: Optional[str] = ScorersOpt):
+    """Score every explanation with the run's scorers (default detection and fuzzing)."""
+    from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
 
     cfg = _load(run_dir)
+    _set_scorers(cfg, scorers)
+    cfg.save()
+    subject = None
+    if any(s.needs().subject_model for s in scorers_for(cfg)):
+        from lantern.models.loading import load_subject_model
+
+        subject = load_subject_model(cfg.model)
     client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                     llm_prompt_logprobs)
-    result = run_score(cfg, client)
+                     llm_prompt_logprobs, subject=subject)
+    try:
+        result = run_score(cfg, client, subject=subject)
+    finally:
+        client.close()
     print_summary(summarise(cfg, {"score": result["seconds"]}))
 
 
@@ -185,7 +207,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
-        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
+        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
+        scorers: Optional[str] = ScorersOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -200,6 +223,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
+    _set_scorers(cfg, scorers)
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -210,7 +234,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     client = make_client(cfg.llm, cfg.path, subject)
     try:
         times["explain"] = run_explain(cfg, client, subject.tokenizer, subject=subject)["seconds"]
-        times["score"] = run_score(cfg, client, subject.tokenizer)["seconds"]
+        times["score"] = run_score(cfg, client, subject.tokenizer, subject=subject)["seconds"]
     finally:
         client.close()
     print_summary(summarise(cfg, times))
