@@ -240,6 +240,35 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     print_summary(summarise(cfg, times))
 
 
+@app.command()
+@clear_errors
+def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt,
+             tokens: int = typer.Option(32_768, "--tokens", help="Tokens to cache (the planted coder is cheap; "
+                                                                   "the LLM's answers are the cost)."),
+             seed: int = SeedOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt,
+             llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
+             llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
+             scorers: Optional[str] = ScorersOpt):
+    """Check the scorers on planted latents: TRUE explanations must beat SHUFFLED ones, RANDOM ones sit at chance."""
+    from lantern.llm.factory import make_client
+    from lantern.models.loading import load_subject_model
+    from lantern.score.registry import parse_scorers
+    from lantern.validate import print_report, run_validation, validation_config
+
+    llm = _llm_config(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency, llm_prompt_logprobs)
+    run_dir = run_dir or Path("runs") / datetime.now().strftime("validate-%Y%m%d-%H%M%S")
+    cfg = validation_config(run_dir, model, corpus, tokens, llm, parse_scorers(scorers) if scorers else None, seed)
+    cfg.scoring.check()
+    subject = load_subject_model(cfg.model)
+    client = make_client(cfg.llm, cfg.path, subject)
+    try:
+        report = run_validation(cfg, client, subject)
+    finally:
+        client.close()
+    print_report(report)
+    console.print(f"validation written to [bold]{cfg.path / 'validate'}[/bold] (summary.json, summary.md)")
+
+
 def main() -> None:
     app()
 

@@ -4,6 +4,7 @@ Specs:
 - `sae`: the SAE lantern ships for the embedded model;
 - `neurons`, `neurons-topk[:K]`: raw or top-k (K=32) MLP neurons of `--layer`;
 - `random[:N[:K]]`: N (4096) random unit directions at the `--layer` residual, top-K (32) kept (a control);
+- `planted`: latents that follow known rules on the token ids, with their true explanations (`lantern validate`);
 - a folder path: a sparsify folder (`cfg.json` + `sae.safetensors`; the folder name is the hookpoint), a SAELens
   folder (`cfg.json` + `sae_weights.safetensors`; the hook is in cfg.json), or a directory of sparsify folders,
   one per hookpoint (`layers.6/`, `layers.7/`, ... as sparsify saves them), which loads them all.
@@ -29,7 +30,7 @@ EMBEDDED_SAE_LAYER = 6
 KNOWN_FORMATS = ("sparsify (cfg.json + sae.safetensors), SAELens (cfg.json + sae_weights.safetensors), or a "
                  "directory of sparsify/SAELens folders, one per hookpoint (e.g. layers.6/cfg.json + "
                  "layers.6/sae.safetensors)")
-SPECS = "sae, neurons, neurons-topk[:K], random[:N[:K]], or a coder folder path"
+SPECS = "sae, neurons, neurons-topk[:K], random[:N[:K]], planted, or a coder folder path"
 
 
 def embedded_sae_dir() -> Path:
@@ -69,6 +70,22 @@ def _random(spec: str, model: torch.nn.Module, layer: int) -> RandomCoder:
 
     d_model = trunk(model).get_input_embeddings().embedding_dim
     return RandomCoder(f"layers.{layer}", d_model, num_latents=num_latents, k=k)
+
+
+def _planted(model: torch.nn.Module):
+    """The planted coder needs the vocabulary: the tokenizer saved beside the model (every model lantern loads
+    comes from a directory or hub id that holds one)."""
+    from transformers import AutoTokenizer
+
+    from lantern.coders.planted import PlantedCoder
+
+    source = getattr(getattr(model, "config", None), "name_or_path", "") or ""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise LanternError(f"the planted coder reads the tokenizer's vocabulary, but no tokenizer loads from the "
+                           f"model's source {source!r}: {str(err).splitlines()[0] if str(err) else err}") from None
+    return PlantedCoder(tokenizer)
 
 
 def coder_format(folder: Path) -> str | None:
@@ -166,6 +183,8 @@ def load_coders(spec: str, model: torch.nn.Module, layer: int = EMBEDDED_SAE_LAY
         return [_neurons(model, layer, k=int(match.group(1) or 32))]
     if spec == "random" or spec.startswith("random:"):
         return [_random(spec, model, layer)]
+    if spec == "planted":
+        return [_planted(model)]
     coders = _from_path(spec)
     if coders is None:
         raise LanternError(f"unknown coder {spec!r}: use {SPECS} (no such folder exists)")

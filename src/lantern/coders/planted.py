@@ -1,0 +1,136 @@
+"""Planted latents: a coder whose latents follow known rules on tokens, each with its true explanation.
+
+It exists to check the scorers: with the true explanation a scorer must do well, with another latent's or an
+unrelated one it must not (`lantern validate`). Latents are computed from the token ids alone (hookpoint
+`embed_tokens:input`, one id per row) with lookup tables over the tokenizer's vocabulary. Rows of the
+flattened batch are consecutive positions of each sequence, so the previous token is the previous row; a
+sequence's first row is its BOS, which is never cached, so its wrong "previous token" never matters.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lantern.coders.base import SparseActs, SparseCoder
+from lantern.errors import LanternError
+
+COLONS = ";:"
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def is_digits(text: str) -> bool:
+    s = text.strip()
+    return bool(s) and all(c in "0123456789" for c in s)
+
+
+def is_word(word: str) -> Callable[[str], bool]:
+    return lambda text: text.strip().lower() == word
+
+
+def is_capitalised(text: str) -> bool:
+    s = text[1:] if text.startswith(" ") else text
+    return s[:1].isalpha() and s[:1].isupper()
+
+
+def is_colon(text: str) -> bool:
+    s = text.strip()
+    return bool(s) and all(c in COLONS for c in s)
+
+
+def ends_in_ing(text: str) -> bool:
+    s = text.strip()
+    return len(s) >= 3 and s.isalpha() and s.lower().endswith("ing")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One planted latent: where it fires, and the phrase that truly explains it."""
+
+    key: str
+    explanation: str
+    matches: Callable[[str], bool] | None
+    """On a token's text; None: the latent fires nowhere (`always` false) or everywhere (`always` true)."""
+    after: bool = False
+    """Fire on the token that follows a matching one, not on the matching token itself."""
+    always: bool = False
+
+
+RULES: tuple[Rule, ...] = (  # dense rules (any punctuation) leave no all-zero windows for negatives
+    Rule("digits", "numbers written with digits (0-9)", is_digits),
+    Rule("after-of", "the word that comes right after the word \"of\"", is_word("of"), after=True),
+    Rule("capitalised", "words that start with a capital letter", is_capitalised),
+    Rule("the", "the word \"the\"", is_word("the")),
+    Rule("colons", "colons and semicolons (: and ;)", is_colon),
+    Rule("nowhere", "nothing at all: it never fires", None),
+    Rule("everywhere", "every single token", None, always=True),
+    Rule("and", "the word \"and\"", is_word("and")),
+    Rule("ing", "words ending in \"ing\"", ends_in_ing),
+)
+
+
+def token_texts(tokenizer) -> list[str]:
+    """The text of every vocabulary id on its own (SentencePiece `▁` and GPT-2 `Ġ` as spaces, ASCII byte
+    tokens as their character, other bytes and special tokens as ""), as the rules read it."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = set(tokenizer.all_special_ids)
+    out = []
+    for i, piece in enumerate(pieces):
+        byte = _BYTE_TOKEN.match(piece or "")
+        if i in special or piece is None:
+            out.append("")
+        elif byte:
+            value = int(byte.group(1), 16)
+            out.append(chr(value) if value < 0x80 else "")
+        else:
+            out.append(piece.replace("\u2581", " ").replace("Ġ", " ").replace("Ċ", "\n"))
+    return out
+
+
+def magnitude(ids: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    """1 + a deterministic variation in [0, 1) from the token and its predecessor, so deciles exist."""
+    mixed = (ids.long() * 2654435761 + (prev.long() + 1) * 40503) % 1000
+    return 1.0 + mixed.float() / 1000.0
+
+
+class PlantedCoder(SparseCoder):
+    """Latent i follows `RULES[i]`; values are `magnitude` where the rule holds, 0 elsewhere."""
+
+    def __init__(self, tokenizer, rules: tuple[Rule, ...] = RULES, name: str = "planted"):
+        texts = token_texts(tokenizer)
+        self.rules = rules
+        self.tables = torch.tensor([[bool(r.matches and r.matches(t)) for t in texts] for r in rules],
+                                   dtype=torch.bool)
+        self.after = torch.tensor([r.after for r in rules])
+        self.always = torch.tensor([r.always for r in rules])
+        self.vocab_hash = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        self.name = name
+        self.hookpoint = "embed_tokens:input"
+        self.d_in = 1
+        self.num_latents = len(rules)
+        self.kind = "planted"
+
+    def explanations(self) -> dict[int, str]:
+        """The true explanation of every latent."""
+        return {i: r.explanation for i, r in enumerate(self.rules)}
+
+    def encode(self, x: torch.Tensor) -> SparseActs:
+        """x: [n, 1] token ids, consecutive positions of whole sequences."""
+        ids = x.reshape(-1).long()
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.tables.shape[1]):
+            raise LanternError(f"the planted coder got token ids outside its tokenizer's vocabulary "
+                               f"(0..{self.tables.shape[1] - 1}): was it built with the subject model's tokenizer?")
+        prev = torch.cat([ids.new_full((min(1, ids.numel()),), -1), ids[:-1]])
+        on_token = self.tables[:, ids]                                   # [L, n]
+        on_prev = torch.zeros_like(on_token)
+        on_prev[:, 1:] = self.tables[:, prev[1:]]
+        fires = torch.where(self.after[:, None], on_prev, on_token) | self.always[:, None]
+        values = fires.T.float() * magnitude(ids, prev)[:, None]
+        indices = torch.arange(self.num_latents, dtype=torch.int32).expand(ids.numel(), -1)
+        return SparseActs(indices=indices, values=values)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "rules": [r.key for r in self.rules], "vocab": self.vocab_hash}

@@ -1,0 +1,152 @@
+"""`lantern validate`: the real pipeline on planted latents, scored with TRUE, SHUFFLED and RANDOM
+explanations that we write instead of an LLM. The stages are the ones `lantern run` uses (cache, records,
+score); only the explain stage is replaced, so what is measured is the scorers and the LLM that answers them.
+
+Each variant's explanations go to explanations.parquet and its scores are kept as
+`validate/<variant>.{explanations,scores,examples}.parquet`; TRUE is scored last, so the run directory ends
+in the state a normal run with perfect explanations would have."""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from lantern.cache.reader import LatentCache
+from lantern.coders.planted import RULES
+from lantern.config import CONFIG_FILE, LLMConfig, RunConfig
+from lantern.errors import LanternError
+from lantern.io import write_json, write_parquet
+from lantern.llm.base import LLMClient
+from lantern.pipeline.cache_stage import run_cache
+from lantern.pipeline.files import CACHE, EXAMPLES, EXPLANATIONS, SCORES, records_file
+from lantern.pipeline.records_stage import run_records
+from lantern.pipeline.score_stage import run_score
+from lantern.records.build import RecordConfig
+from lantern.score.registry import get_scorer
+from lantern.validate.report import LatentStatus, Report, cell, markdown, verdict
+from lantern.validate.variants import VARIANTS, explanation_rows, variant_explanations
+
+CODER = "planted"
+DEFAULT_TOKENS = 32_768
+OUT = "validate"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=0, n_test_per_decile=1, n_negatives=12,
+                       n_similar_negatives=0, n_neighbour_negatives=4, min_windows=20)
+"""Short windows: a negative must be zero on its window and the windows beside it, and dense rules
+(capitals, "the") fire in most 32-token windows. Nothing is explained, so no explain windows; there is no window index for a
+coder that reads token ids, so no `similar` negatives."""
+
+
+def validation_config(run_dir: Path, model: str, corpus: str, tokens: int, llm: LLMConfig,
+                      scorers: list[str] | None = None, seed: int = 0) -> RunConfig:
+    """A new planted run, or the saved one of `run_dir` (which must be a planted run of the same model,
+    corpus and size: its cache and records were made with those)."""
+    if (Path(run_dir) / CONFIG_FILE).exists():
+        cfg = RunConfig.load(run_dir)
+        asked = {"coders": [CODER], "model": model, "corpus": corpus, "tokens": tokens, "seed": seed}
+        conflicts = [f"{key} {value!r} (the run has {getattr(cfg, key)!r})" for key, value in asked.items()
+                     if getattr(cfg, key) != value]
+        if conflicts:
+            raise LanternError(f"{run_dir} is an existing run made with other settings: {'; '.join(conflicts)}. "
+                               f"Use another --run-dir for a validation run")
+        cfg.llm = llm
+    else:
+        cfg = RunConfig(run_dir=str(run_dir), model=model, corpus=corpus, coders=[CODER], tokens=tokens,
+                        latents=len(RULES), seed=seed, records=replace(RECORDS, seed=seed), llm=llm)
+    if scorers is not None:
+        cfg.scorers = list(scorers)
+    if tokens < cfg.seq_len:
+        raise LanternError(f"--tokens {tokens} is less than one sequence of {cfg.seq_len} tokens")
+    return cfg
+
+
+def latent_statuses(cfg: RunConfig) -> list[LatentStatus]:
+    """Which planted latents can be scored: those with records that hold test positives and negatives."""
+    cache = LatentCache(cfg.path / CACHE, CODER)
+    rows = pq.read_table(records_file(cfg.path, CODER), columns=["latent", "split", "kind"]).to_pylist()
+    positives = {r["latent"] for r in rows if r["split"] == "test" and r["kind"] == "activating"}
+    negatives = {r["latent"] for r in rows if r["split"] == "test" and r["kind"] == "negative"}
+    recorded = {r["latent"] for r in rows}
+    out = []
+    for latent, rule in enumerate(RULES):
+        count = int(cache.counts[latent])
+        status, note = "scored", ""
+        if latent not in recorded:
+            status = "no records"
+            note = (f"never fires in {cache.manifest['n_tokens_cached']} tokens" if count == 0 else
+                    f"fewer than {cfg.records.windows_needed} disjoint windows of {cfg.records.ctx_len} tokens")
+        elif latent not in positives:
+            status, note = "no records", "no activating test windows"
+        elif latent not in negatives:
+            status, note = "no negatives", f"no window of {cfg.records.ctx_len} tokens where it is zero"
+        out.append(LatentStatus(latent, rule.key, rule.explanation, count, status, note))
+    return out
+
+
+def score_variant(cfg: RunConfig, client: LLMClient, tokenizer, subject, variant: str,
+                  explanations: dict[int, str]) -> list[dict]:
+    """Write this variant's explanations, run the real score stage, keep its files under validate/."""
+    out = cfg.path / OUT
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(cfg.path / EXPLANATIONS, explanation_rows(CODER, variant, explanations))
+    run_score(cfg, client, tokenizer, subject=subject)
+    for name in (EXPLANATIONS, SCORES, EXAMPLES):
+        shutil.copyfile(cfg.path / name, out / f"{variant}.{name}")
+    return pq.read_table(cfg.path / SCORES).to_pylist()
+
+
+def run_validation(cfg: RunConfig, client: LLMClient, subject) -> Report:
+    """Cache, records, then scoring with every variant; writes validate/summary.{json,md}."""
+    started = time.perf_counter()
+    cfg.save()
+    seconds = {"cache": run_cache(cfg, subject)["seconds"]}
+    seconds["records"] = run_records(cfg)["seconds"]
+    statuses = latent_statuses(cfg)
+    scored = [s.latent for s in statuses if s.status == "scored"]
+    if not scored:
+        raise LanternError(f"no planted latent got records with positives and negatives in {cfg.tokens} tokens; "
+                           f"cache more tokens (--tokens)")
+    texts = variant_explanations({i: r.explanation for i, r in enumerate(RULES)}, scored)
+    rows: dict[str, list[dict]] = {}
+    t0 = time.perf_counter()
+    for variant in reversed(VARIANTS):  # TRUE last: the run directory ends with the true explanations scored
+        rows[variant] = score_variant(cfg, client, subject.tokenizer, subject, variant, texts[variant])
+    seconds["score"] = time.perf_counter() - t0
+    report = build_report(cfg, statuses, texts, rows)
+    report.settings.update({"seconds": {**seconds, "total": time.perf_counter() - started},
+                            "llm": f"{client.backend}:{client.model_id}"})
+    write_outputs(cfg, report)
+    return report
+
+
+def build_report(cfg: RunConfig, statuses: list[LatentStatus], texts: dict[str, dict[int, str]],
+                 rows: dict[str, list[dict]]) -> Report:
+    cells, verdicts, per_latent = [], [], []
+    for name in cfg.scorers:
+        scorer = get_scorer(name, cfg.scoring)
+        mine = {variant: [r for r in rows[variant] if r["scorer"] == name] for variant in VARIANTS}
+        by_variant = {variant: cell(name, variant, mine[variant]) for variant in VARIANTS}
+        cells += by_variant.values()
+        verdicts.append(verdict(scorer, by_variant))
+        for variant in VARIANTS:
+            per_latent += [{"latent": r["latent"], "rule": RULES[r["latent"]].key, "scorer": name,
+                            "variant": variant, "explanation": texts[variant].get(r["latent"]),
+                            "metric": r.get("metric"), "score": r.get("score")} for r in mine[variant]]
+    settings = {"run_dir": str(cfg.path), "model": cfg.model, "corpus": cfg.corpus, "tokens": cfg.tokens,
+                "scorers": cfg.scorers, "records": {"ctx_len": cfg.records.ctx_len,
+                                                    "n_test_per_decile": cfg.records.n_test_per_decile,
+                                                    "n_negatives": cfg.records.n_negatives,
+                                                    "n_neighbour_negatives": cfg.records.n_neighbour_negatives}}
+    return Report(cells, verdicts, statuses, per_latent, settings)
+
+
+def write_outputs(cfg: RunConfig, report: Report) -> None:
+    out = cfg.path / OUT
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SUMMARY_JSON, report.to_json())
+    (out / SUMMARY_MD).write_text(markdown(report))

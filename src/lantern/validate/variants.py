@@ -1,0 +1,46 @@
+"""The three explanations each planted latent is scored with: its TRUE one, a SHUFFLED one (another latent's
+true explanation) and a RANDOM one (an unrelated phrase of similar length). Written in the form the score
+stage reads from explanations.parquet, so scoring runs exactly as after `lantern explain`."""
+from __future__ import annotations
+
+import json
+
+VARIANTS = ("true", "shuffled", "random")
+
+RANDOM_PHRASES = (
+    "names of ice cream flavours",
+    "parts of a bicycle",
+    "brands of sports cars",
+    "kinds of pasta dishes",
+    "tennis scores and umpire calls",
+    "names of cryptocurrency coins",
+    "chess openings and gambits",
+    "types of skateboard tricks",
+    "flavours of potato crisps",
+)
+"""Phrases that describe nothing in the embedded corpus (King James Bible, Python docs) or the planted rules."""
+
+
+def variant_explanations(true: dict[int, str], scored: list[int]) -> dict[str, dict[int, str]]:
+    """Per variant, the explanation of every scored latent. SHUFFLED rotates the true explanations of the
+    scored latents by one (each gets its neighbour's); with fewer than two scored latents it takes the next
+    latent's of all planted ones, so no latent ever gets its own."""
+    scored = sorted(scored)
+    pool = scored if len(scored) >= 2 else sorted(true)
+    shuffled = {}
+    for latent in scored:
+        at = pool.index(latent)
+        others = [o for o in pool[at + 1:] + pool[:at] if true[o] != true[latent]]
+        shuffled[latent] = true[others[0]] if others else RANDOM_PHRASES[0]
+    return {"true": {latent: true[latent] for latent in scored},
+            "shuffled": shuffled,
+            "random": {latent: RANDOM_PHRASES[latent % len(RANDOM_PHRASES)] for latent in scored}}
+
+
+def explanation_rows(coder: str, variant: str, explanations: dict[int, str]) -> list[dict]:
+    """explanations.parquet rows as explain_stage writes them, with no LLM call behind them."""
+    return [{"coder": coder, "latent": latent, "explainer": f"planted-{variant}", "candidate": 0,
+             "explanation": text, "failed": False, "error": None, "raw_answer": None, "prompt": "",
+             "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0, "attempts": 0, "cached": False,
+             "llm": "none (written by lantern validate)", "evidence": json.dumps({"variant": variant})}
+            for latent, text in sorted(explanations.items())]

@@ -1,0 +1,262 @@
+"""Planted latents and `lantern validate`.
+
+The planted coder is checked against a direct re-implementation of its rules on the decoded tokens of real
+text. The validate flow runs the real cache, records and score stages on the tiny Gemma 3 (loaded from a
+saved directory, as `--model DIR` does) with a scripted judge that applies the rule an explanation names:
+TRUE must separate from SHUFFLED and RANDOM sit at chance, which tests the bookkeeping and the verdicts, not
+a model's judgement. One more small run goes through the real in-process TransformersClient."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from lantern.coders.loading import load_coder
+from lantern.coders.planted import RULES, PlantedCoder
+from lantern.config import LLMConfig
+from lantern.errors import LanternError
+from lantern.llm.base import LLMClient, Request, Response
+from lantern.models.loading import load_subject_model
+from lantern.validate import run_validation, validation_config
+from lantern.validate.report import Cell, verdict
+from lantern.validate.variants import RANDOM_PHRASES, variant_explanations
+
+KEYS = [r.key for r in RULES]
+SENTENCE = "In 1611, the word of God and the King's printers were running: 42 times! Then nothing?"
+
+
+# --- the planted coder ------------------------------------------------------------------------------------
+
+def expected_row(text: str, prev_text: str | None) -> dict[str, bool]:
+    """The rules, written again on `tokenizer.decode([id])` of each token."""
+    s = text.strip()
+    bare = text[1:] if text.startswith(" ") else text
+    return {
+        "digits": re.fullmatch(r"[0-9]+", s) is not None,
+        "after-of": prev_text is not None and prev_text.strip().lower() == "of",
+        "capitalised": bare[:1].isalpha() and bare[:1] == bare[:1].upper() and bare[:1] != bare[:1].lower(),
+        "the": s.lower() == "the",
+        "colons": re.fullmatch(r"[;:]+", s) is not None,
+        "nowhere": False,
+        "everywhere": True,
+        "and": s.lower() == "and",
+        "ing": re.fullmatch(r"[^\W\d_]*ing", s, flags=re.IGNORECASE) is not None and len(s) >= 3,
+    }
+
+
+def test_planted_activations_follow_each_rule(tokenizer, corpus_tokens, bos):
+    tokens, _ = corpus_tokens
+    extra = [bos] + tokenizer(SENTENCE, add_special_tokens=False)["input_ids"]
+    extra = np.array(extra + [extra[-1]] * (tokens.shape[1] - len(extra)), dtype=tokens.dtype)
+    tokens = np.vstack([tokens, extra[None]])
+    coder = PlantedCoder(tokenizer)
+    assert (coder.name, coder.hookpoint, coder.d_in, coder.num_latents) == ("planted", "embed_tokens:input", 1, len(RULES))
+    assert coder.decoder_directions() is None
+    assert coder.explanations() == {i: r.explanation for i, r in enumerate(RULES)}
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    acts = coder.encode(ids.reshape(-1, 1))
+    values = torch.zeros(ids.numel(), coder.num_latents).scatter_(1, acts.indices.long(), acts.values)
+    values = values.reshape(*ids.shape, -1).numpy()
+    fired = dict.fromkeys(KEYS, 0)
+    for seq in range(tokens.shape[0]):
+        texts = [tokenizer.decode([int(t)]) for t in tokens[seq]]
+        for pos in range(1, tokens.shape[1]):  # position 0 is the BOS, never cached
+            want = expected_row(texts[pos], texts[pos - 1])
+            token, prev = int(tokens[seq, pos]), int(tokens[seq, pos - 1])
+            magnitude = 1 + ((token * 2654435761 + (prev + 1) * 40503) % 1000) / 1000
+            for latent, key in enumerate(KEYS):
+                expected = magnitude if want[key] else 0.0
+                assert values[seq, pos, latent] == pytest.approx(expected, abs=1e-6), (key, texts[pos - 1:pos + 1])
+                fired[key] += want[key]
+    assert all(fired[k] > 0 for k in KEYS if k != "nowhere") and fired["nowhere"] == 0, fired
+    assert 1.0 <= values[values > 0].min() and values.max() < 2.0
+
+
+def test_planted_spec_loads_the_tokenizer_beside_the_model(model_dir, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    coder = load_coder("planted", model)
+    assert coder.name == "planted" and coder.describe()["rules"] == KEYS
+    with pytest.raises(LanternError, match="tokenizer's vocabulary"):
+        load_coder("planted", tiny_model)  # built in memory: no directory to read a tokenizer from
+
+
+def test_planted_coder_refuses_ids_outside_its_vocabulary(tokenizer):
+    with pytest.raises(LanternError, match="outside its tokenizer's vocabulary"):
+        PlantedCoder(tokenizer).encode(torch.tensor([[len(tokenizer)]]))
+
+
+# --- variants and verdicts --------------------------------------------------------------------------------
+
+def test_shuffled_never_gives_a_latent_its_own_explanation():
+    true = {i: r.explanation for i, r in enumerate(RULES)}
+    texts = variant_explanations(true, [0, 1, 3, 7])
+    assert texts["true"] == {i: true[i] for i in (0, 1, 3, 7)}
+    assert all(texts["shuffled"][i] != true[i] and texts["shuffled"][i] in true.values() for i in (0, 1, 3, 7))
+    assert sorted(texts["shuffled"].values()) == sorted(texts["true"].values())  # a permutation
+    assert all(texts["random"][i] in RANDOM_PHRASES for i in (0, 1, 3, 7))
+    assert variant_explanations(true, [2])["shuffled"][2] == true[3]
+
+
+def test_verdict_needs_separated_intervals_and_random_at_chance():
+    from lantern.score.registry import get_scorer
+
+    detection = get_scorer("detection")
+    cells = lambda t, s, r: {"true": Cell("detection", "balanced_accuracy", "true", *t, 5),  # noqa: E731
+                             "shuffled": Cell("detection", "balanced_accuracy", "shuffled", *s, 5),
+                             "random": Cell("detection", "balanced_accuracy", "random", *r, 5)}
+    good = verdict(detection, cells((0.9, 0.85, 0.95), (0.6, 0.5, 0.7), (0.5, 0.45, 0.55)))
+    assert good.passed and good.chance == 0.5
+    overlap = verdict(detection, cells((0.9, 0.65, 0.95), (0.6, 0.5, 0.7), (0.5, 0.45, 0.55)))
+    assert overlap.true_beats_shuffled is False and overlap.passed is False
+    biased = verdict(detection, cells((0.9, 0.85, 0.95), (0.6, 0.5, 0.7), (0.3, 0.2, 0.4)))
+    assert biased.random_at_chance is False and biased.passed is False
+    nan = math.nan
+    one = verdict(detection, cells((0.9, nan, nan), (0.6, nan, nan), (0.5, nan, nan)))
+    assert one.passed is None and "no interval" in one.note
+
+
+# --- the validate flow ------------------------------------------------------------------------------------
+
+RULE_BY_EXPLANATION = {r.explanation: r.key for r in RULES}
+TEXT_RULES = {  # does the rule hold somewhere in a window's text?
+    "digits": r"[0-9]", "after-of": r"\bof\s+\S", "capitalised": r"[A-Z]", "the": r"\bthe\b",
+    "colons": r"[;:]", "and": r"\band\b", "ing": r"ing\b", "everywhere": r".", "nowhere": r"(?!x)x",
+}
+MARK_RULES = {  # does a marked span fit the rule? (`before`: the text just before the mark)
+    "digits": lambda m, before: re.fullmatch(r"[0-9]+", m) is not None,
+    "after-of": lambda m, before: re.search(r"\bof\s*$", before, re.IGNORECASE) is not None,
+    "capitalised": lambda m, before: m[:1].isupper(),
+    "the": lambda m, before: m.lower() == "the",
+    "colons": lambda m, before: re.fullmatch(r"[;:]+", m) is not None,
+    "and": lambda m, before: m.lower() == "and",
+    "ing": lambda m, before: m.lower().endswith("ing"),
+    "everywhere": lambda m, before: True, "nowhere": lambda m, before: False,
+}
+
+
+def judge_rule(prompt: str) -> bool | None:
+    """The scripted judgement: None for an explanation that names no rule (it cannot tell)."""
+    explanation = prompt.split("description: ", 1)[1].split("\n", 1)[0]
+    text = prompt.split("Text: ", 1)[1].split("\n", 1)[0]
+    rule = RULE_BY_EXPLANATION.get(explanation)
+    if rule is None:
+        return None
+    if "<<" not in text:  # detection
+        return re.search(TEXT_RULES[rule], text, flags=re.IGNORECASE if rule != "capitalised" else 0) is not None
+    marks = [(m.group(1), text[:m.start()]) for m in re.finditer(r"<<(.*?)>>", text)]
+    return bool(marks) and all(MARK_RULES[rule](mark, before) for mark, before in marks)
+
+
+class RuleJudge(LLMClient):
+    """Answers detection and fuzzing prompts by applying the named rule to the text; P(yes) = 0.5 when the
+    explanation names no rule."""
+
+    backend, model_id = "scripted", "rule-judge"
+
+    def __init__(self):
+        self.prompts: list[str] = []
+
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        out = []
+        for r in batch:
+            self.prompts.append(r.prompt)
+            yes = judge_rule(r.prompt)
+            p = 0.5 if yes is None else (0.9 if yes else 0.1)
+            out.append(Response(text=" yes" if p >= 0.5 else " no", prompt_tokens=len(r.prompt) // 4,
+                                completion_tokens=1,
+                                first_token_logprobs={" yes": math.log(p), " no": math.log(1 - p)}))
+        return out
+
+
+@pytest.fixture(scope="module")
+def tiny_subject(model_dir):
+    return load_subject_model(str(model_dir))
+
+
+def test_validate_flow_separates_true_from_shuffled_with_a_rule_judge(tmp_path, model_dir, tiny_subject):
+    cfg = validation_config(tmp_path / "run", str(model_dir), "embedded", 16_384, LLMConfig(),
+                            scorers=["detection", "fuzzing"])
+    judge = RuleJudge()
+    report = run_validation(cfg, judge, tiny_subject)
+    status = {s.rule: s.status for s in report.latents}
+    assert status["nowhere"] == "no records" and status["everywhere"] == "no negatives"
+    scored = [s.latent for s in report.latents if s.status == "scored"]
+    assert len(scored) >= 6, status
+    for v in report.verdicts:
+        assert v.passed, v
+        assert v.true_beats_shuffled and v.random_at_chance
+    by = {(c.scorer, c.variant): c for c in report.cells}
+    assert set(by) == {(s, v) for s in ("detection", "fuzzing") for v in ("true", "shuffled", "random")}
+    assert all(c.n == len(scored) and c.metric == "balanced_accuracy" for c in report.cells)
+    assert by["detection", "random"].mean == pytest.approx(0.5)
+    assert by["detection", "true"].mean > 0.85 and all(c.high <= 1.0 for c in report.cells)
+    out = cfg.path / "validate"
+    for variant in ("true", "shuffled", "random"):
+        explained = pq.read_table(out / f"{variant}.explanations.parquet").to_pylist()
+        texts = {r["latent"]: r["explanation"] for r in explained}
+        assert sorted(texts) == scored
+        assert all((texts[l] == RULES[l].explanation) == (variant == "true") for l in scored)  # noqa: E741
+        scores = pq.read_table(out / f"{variant}.scores.parquet").to_pylist()
+        assert sorted((r["scorer"], r["latent"]) for r in scores) == sorted(
+            (s, l) for s in ("detection", "fuzzing") for l in scored)  # noqa: E741
+    final = pq.read_table(cfg.path / "explanations.parquet").to_pylist()
+    assert {r["explanation"] for r in final} == {RULES[l].explanation for l in scored}  # noqa: E741
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["per_latent"]) == 2 * 3 * len(scored)
+    assert {v["scorer"] for v in summary["verdicts"]} == {"detection", "fuzzing"}
+    assert "| detection | balanced_accuracy | TRUE |" in (out / "summary.md").read_text()
+    # a rerun reuses the cache, the records and every answer
+    asked = len(judge.prompts)
+    again = run_validation(validation_config(cfg.path, str(model_dir), "embedded", 16_384, LLMConfig()),
+                           RuleJudge(), tiny_subject)
+    assert [c.mean for c in again.cells] == [c.mean for c in report.cells] and asked > 0
+
+
+def test_validate_refuses_a_run_directory_of_other_settings(tmp_path, model_dir, tiny_subject):
+    cfg = validation_config(tmp_path / "run", str(model_dir), "embedded", 16_384, LLMConfig())
+    cfg.save()
+    with pytest.raises(LanternError, match="other settings"):
+        validation_config(tmp_path / "run", str(model_dir), "embedded", 8_192, LLMConfig())
+
+
+def test_validate_through_the_real_in_process_client(tmp_path, model_dir, tiny_subject):
+    """The real path: the tiny model answers through TransformersClient (no quality expected of it)."""
+    from lantern.llm.transformers_client import TransformersClient
+
+    cfg = validation_config(tmp_path / "run", str(model_dir), "embedded", 8_192, LLMConfig(), scorers=["detection"])
+    cfg.records = type(cfg.records)(**{**cfg.records.__dict__, "n_negatives": 4, "n_neighbour_negatives": 2})
+    client = TransformersClient(tiny_subject.model, tiny_subject.tokenizer, "tiny-gemma3", batch_size=8)
+    report = run_validation(cfg, client, tiny_subject)
+    assert [(c.scorer, c.variant) for c in report.cells] == [("detection", v) for v in ("true", "shuffled", "random")]
+    scored = sum(s.status == "scored" for s in report.latents)
+    # a random tiny model rarely answers yes or no: latents whose every answer failed have no score, and
+    # are counted as such, never dropped
+    assert scored and all(c.n + c.missing == scored for c in report.cells)
+    assert all(c.n == 0 or 0.0 <= c.mean <= 1.0 for c in report.cells)
+    examples = pq.read_table(cfg.path / "validate" / "true.examples.parquet").to_pylist()
+    assert examples and {e["read_as"] for e in examples} <= {"logprobs", "text", "failed"}
+    assert "| detection | balanced_accuracy | TRUE |" in (cfg.path / "validate" / "summary.md").read_text()
+
+
+def test_validate_command(tmp_path, model_dir):
+    """`lantern validate` wiring: the tiny model as subject and (in-process) LLM; a bad scorer is one clear line."""
+    from typer.testing import CliRunner
+
+    from lantern.cli import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["validate", "--run-dir", str(tmp_path / "bad"), "--scorers", "nope"])
+    assert done.exit_code == 2 and "unknown scorer" in done.output
+    out = tmp_path / "run"
+    done = runner.invoke(app, ["validate", "--run-dir", str(out), "--model", str(model_dir), "--llm-model",
+                               str(model_dir), "--tokens", "8192", "--scorers", "detection"])
+    assert done.exit_code == 0, done.output
+    assert "TRUE > SHUFFLED" in done.output and (out / "validate" / "summary.json").exists()
+    assert json.loads((out / "config.json").read_text())["coders"] == ["planted"]
