@@ -184,7 +184,7 @@ def run_score(cfg: RunConfig, client: LLMClient, tokenizer=None, subject=None) -
              for row in explanations]
     context = ScoreContext(settings=cfg.scoring, tokenizer=tokenizer, capabilities=client.capabilities,
                            backend=client.backend, records=records, mark_threshold=cfg.explainer.mark_threshold,
-                           seed=cfg.seed, subject=subject, run_dir=cfg.path)
+                           seed=cfg.seed, subject=subject, config=cfg)
     out = score_latents(client, scorers, context, tasks)
     write_usage(cfg.path, "score", out.usage_tags, out.usage)
     write_parquet(cfg.path / EXAMPLES, _uniform(out.examples))

@@ -46,8 +46,9 @@ class ScoreContext:
     seed: int = 0
     subject: Any = None
     """A loaded `SubjectModel`, present when some scorer needs it."""
-    run_dir: Any = None
-    """The run directory (for scorers that read more of the run, e.g. the coders)."""
+    config: Any = None
+    """The run's `RunConfig`, for scorers that need more of the run (the intervention scorer loads the coders
+    from its coder specs and steers the subject model)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ Two ways to read the digits:
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 
 from lantern.explain.format import marked_text
@@ -112,7 +114,9 @@ class SimulationScorer(Scorer):
                 state.append((row, None, None))
         return Plan(task, requests, state)
 
-    def _read(self, prompt, slots, row, answers: iter) -> tuple[list, list[Response]]:
+    def _read(self, prompt: str | None, slots: list[int] | None, row: dict,
+              answers: Iterator[Response]) -> tuple[list[tuple[float, float] | None], list[Response]]:
+        """Each token's (expected digit, digit mass) or None, and the calls behind this window."""
         if self.mode == "prompt-logprobs":
             response = next(answers)
             return read_slots(prompt, slots, response), [response]
