@@ -26,7 +26,7 @@ from lantern.pipeline.records_stage import run_records
 from lantern.pipeline.score_stage import run_score
 from lantern.records.build import RecordConfig
 from lantern.score.registry import get_scorer
-from lantern.validate.report import LatentStatus, Report, cell, markdown, verdict
+from lantern.validate.report import LatentStatus, Report, cell, markdown, metrics_of, verdict
 from lantern.validate.variants import VARIANTS, explanation_rows, variant_explanations
 
 CODER = "planted"
@@ -130,13 +130,15 @@ def build_report(cfg: RunConfig, statuses: list[LatentStatus], texts: dict[str, 
     for name in cfg.scorers:
         scorer = get_scorer(name, cfg.scoring)
         mine = {variant: [r for r in rows[variant] if r["scorer"] == name] for variant in VARIANTS}
-        by_variant = {variant: cell(name, variant, mine[variant]) for variant in VARIANTS}
-        cells += by_variant.values()
-        verdicts.append(verdict(scorer, by_variant))
+        for metric in metrics_of([r for variant_rows in mine.values() for r in variant_rows]) or [None]:
+            by_variant = {variant: cell(name, variant, mine[variant], metric) for variant in VARIANTS}
+            cells += by_variant.values()
+            verdicts.append(verdict(scorer, by_variant))
         for variant in VARIANTS:
             per_latent += [{"latent": r["latent"], "rule": RULES[r["latent"]].key, "scorer": name,
                             "variant": variant, "explanation": texts[variant].get(r["latent"]),
-                            "metric": r.get("metric"), "score": r.get("score")} for r in mine[variant]]
+                            "metric": r.get("metric"), "score": r.get("score"), "auroc": r.get("auroc")}
+                           for r in mine[variant]]
     settings = {"run_dir": str(cfg.path), "model": cfg.model, "corpus": cfg.corpus, "tokens": cfg.tokens,
                 "scorers": cfg.scorers, "records": {"ctx_len": cfg.records.ctx_len,
                                                     "n_test_per_decile": cfg.records.n_test_per_decile,

@@ -98,18 +98,28 @@ def mean_interval(values: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def _value(row: dict) -> float | None:
-    value = row.get("score")
-    if value is None and row.get("metric"):
-        value = row.get(row["metric"])
+def _value(row: dict, metric: str) -> float | None:
+    """The row's `metric`; the headline is read from `score` (what the score stage names it)."""
+    value = row.get("score") if metric == row.get("metric") else row.get(metric)
+    if value is None and metric == row.get("metric"):
+        value = row.get(metric)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def cell(scorer: str, variant: str, rows: list[dict]) -> Cell:
+def metrics_of(rows: list[dict]) -> list[str]:
+    """The scorer's headline metric, then AUROC where its rows also have one (a verdict that needs no
+    threshold: a model that answers "yes" to everything has balanced accuracy 0.5 whatever it ranks)."""
+    headline = next((r.get("metric") for r in rows if r.get("metric")), None)
+    out = [headline] if headline else []
+    if headline != "auroc" and any(r.get("auroc") is not None for r in rows):
+        out.append("auroc")
+    return out
+
+
+def cell(scorer: str, variant: str, rows: list[dict], metric: str) -> Cell:
     """The t-interval is clipped to the metric's range where it is known (it is symmetric, the metric bounded)."""
-    values = [v for v in map(_value, rows) if v is not None]
+    values = [v for v in (_value(r, metric) for r in rows) if v is not None]
     mean, low, high = mean_interval(values)
-    metric = next((r.get("metric") for r in rows if r.get("metric")), None)
     if metric in RANGE_BY_METRIC and not math.isnan(low):
         lo, hi = RANGE_BY_METRIC[metric]
         low, high = max(low, lo), min(high, hi)
@@ -166,11 +176,11 @@ def markdown(report: Report) -> str:
     lines = ["| scorer | metric | variant | mean | 95% CI | n | no score |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {c.scorer} | {c.metric or '–'} | {c.variant.upper()} | {_num(c.mean)} | {_interval(c)} | {c.n} | "
               f"{c.missing} |" for c in report.cells]
-    lines += ["", "| scorer | chance | TRUE > SHUFFLED (intervals apart) | RANDOM at chance | verdict | note |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| scorer | metric | chance | TRUE > SHUFFLED (intervals apart) | RANDOM at chance | verdict | note |",
+              "|---|---|---|---|---|---|---|"]
     for v in report.verdicts:
         verdict_text = {True: "pass", False: "fail", None: "–"}[v.passed]
-        lines.append(f"| {v.scorer} | {_num(v.chance)} | {_yes_no(v.true_beats_shuffled)} | "
+        lines.append(f"| {v.scorer} | {v.metric or '–'} | {_num(v.chance)} | {_yes_no(v.true_beats_shuffled)} | "
                      f"{_yes_no(v.random_at_chance)} | {verdict_text} | {v.note} |")
     lines += ["", "| latent | rule | fires on (tokens) | status |", "|---|---|---|---|"]
     lines += [f"| {s.latent} | {s.rule} | {s.firing_tokens} | {s.status}{': ' + s.note if s.note else ''} |"
@@ -187,12 +197,12 @@ def print_report(report: Report, console: Console | None = None) -> None:
         table.add_row(c.scorer, c.metric or "–", c.variant.upper(), _num(c.mean), _interval(c), str(c.n),
                       str(c.missing))
     console.print(table)
-    verdicts = Table(title="verdict per scorer")
-    for column in ("scorer", "chance", "TRUE > SHUFFLED", "RANDOM at chance", "verdict", "note"):
+    verdicts = Table(title="verdict per scorer and metric")
+    for column in ("scorer", "metric", "chance", "TRUE > SHUFFLED", "RANDOM at chance", "verdict", "note"):
         verdicts.add_column(column, overflow="fold")
     for v in report.verdicts:
         shown = {True: "[green]pass[/green]", False: "[red]fail[/red]", None: "–"}[v.passed]
-        verdicts.add_row(v.scorer, _num(v.chance), _yes_no(v.true_beats_shuffled), _yes_no(v.random_at_chance),
+        verdicts.add_row(v.scorer, v.metric or "–", _num(v.chance), _yes_no(v.true_beats_shuffled), _yes_no(v.random_at_chance),
                          shown, v.note)
     console.print(verdicts)
     skipped = [s for s in report.latents if s.status != "scored"]
