@@ -55,7 +55,8 @@ def test_planted_activations_follow_each_rule(tokenizer, corpus_tokens, bos):
     extra = np.array(extra + [extra[-1]] * (tokens.shape[1] - len(extra)), dtype=tokens.dtype)
     tokens = np.vstack([tokens, extra[None]])
     coder = PlantedCoder(tokenizer)
-    assert (coder.name, coder.hookpoint, coder.d_in, coder.num_latents) == ("planted", "embed_tokens:input", 1, len(RULES))
+    assert (coder.name, coder.hookpoint, coder.d_in) == ("planted", "embed_tokens:input", 1)
+    assert coder.num_latents == len(RULES)
     assert coder.decoder_directions() is None
     assert coder.explanations() == {i: r.explanation for i, r in enumerate(RULES)}
     ids = torch.from_numpy(tokens.astype(np.int64))
@@ -120,6 +121,9 @@ def test_verdict_needs_separated_intervals_and_random_at_chance():
     nan = math.nan
     one = verdict(detection, cells((0.9, nan, nan), (0.6, nan, nan), (0.5, nan, nan)))
     assert one.passed is None and "no interval" in one.note
+    blind = verdict(get_scorer("intruder"), {v: Cell("intruder", "accuracy", v, 0.2, 0.1, 0.3, 5)
+                                             for v in ("true", "shuffled", "random")})
+    assert blind.chance == pytest.approx(1 / 5) and blind.passed is None and "does not read" in blind.note
 
 
 # --- the validate flow ------------------------------------------------------------------------------------
@@ -196,7 +200,7 @@ def test_validate_flow_separates_true_from_shuffled_with_a_rule_judge(tmp_path, 
     assert set(by) == {(s, m, v) for s in ("detection", "fuzzing") for m in ("balanced_accuracy", "auroc")
                        for v in ("true", "shuffled", "random")}
     assert [(v.scorer, v.metric) for v in report.verdicts] == [
-        ("detection", "balanced_accuracy"), ("detection", "auroc"), ("fuzzing", "balanced_accuracy"), ("fuzzing", "auroc")]
+        (s, m) for s in ("detection", "fuzzing") for m in ("balanced_accuracy", "auroc")]
     assert all(c.n == len(scored) for c in report.cells)
     assert by["detection", "auroc", "random"].mean == pytest.approx(0.5)
     assert by["detection", "balanced_accuracy", "true"].mean > 0.85 and all(c.high <= 1.0 for c in report.cells)
@@ -237,7 +241,8 @@ def test_validate_through_the_real_in_process_client(tmp_path, model_dir, tiny_s
     cfg.records = type(cfg.records)(**{**cfg.records.__dict__, "n_negatives": 4, "n_neighbour_negatives": 2})
     client = TransformersClient(tiny_subject.model, tiny_subject.tokenizer, "tiny-gemma3", batch_size=8)
     report = run_validation(cfg, client, tiny_subject)
-    assert [(c.scorer, c.variant) for c in report.cells][:3] == [("detection", v) for v in ("true", "shuffled", "random")]
+    variants = [(c.scorer, c.variant) for c in report.cells][:3]
+    assert variants == [("detection", v) for v in ("true", "shuffled", "random")]
     scored = sum(s.status == "scored" for s in report.latents)
     # a random tiny model rarely answers yes or no: latents whose every answer failed have no score, and
     # are counted as such, never dropped

@@ -38,8 +38,8 @@ SUMMARY_MD = "summary.md"
 RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=0, n_test_per_decile=1, n_negatives=12,
                        n_similar_negatives=0, n_neighbour_negatives=4, min_windows=20)
 """Short windows: a negative must be zero on its window and the windows beside it, and dense rules
-(capitals, "the") fire in most 32-token windows. Nothing is explained, so no explain windows; there is no window index for a
-coder that reads token ids, so no `similar` negatives."""
+(capitals, "the") fire in most 32-token windows. Nothing is explained, so no explain windows; a coder that
+reads token ids has no window index, so no `similar` negatives."""
 
 
 def validation_config(run_dir: Path, model: str, corpus: str, tokens: int, llm: LLMConfig,

@@ -155,7 +155,8 @@ def verdict(scorer, cells: dict[str, Cell]) -> Verdict:
     elif not any(math.isnan(x) for x in (random.low, random.high)):
         at_chance = random.low <= chance <= random.high
     if not getattr(scorer, "uses_explanation", True):
-        notes.append("this scorer does not read the explanation (TRUE and SHUFFLED cannot differ)")
+        separated = None  # not a test of this scorer: the variants differ only in what it never reads
+        notes.append("this scorer does not read the explanation: TRUE, SHUFFLED and RANDOM cannot differ")
     passed = None if separated is None or at_chance is None else separated and at_chance
     return Verdict(scorer.name, metric, chance, separated, at_chance, passed, "; ".join(notes))
 
@@ -176,7 +177,8 @@ def markdown(report: Report) -> str:
     lines = ["| scorer | metric | variant | mean | 95% CI | n | no score |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {c.scorer} | {c.metric or '–'} | {c.variant.upper()} | {_num(c.mean)} | {_interval(c)} | {c.n} | "
               f"{c.missing} |" for c in report.cells]
-    lines += ["", "| scorer | metric | chance | TRUE > SHUFFLED (intervals apart) | RANDOM at chance | verdict | note |",
+    lines += ["", "| scorer | metric | chance | TRUE > SHUFFLED (intervals apart) | RANDOM at chance | verdict "
+              "| note |",
               "|---|---|---|---|---|---|---|"]
     for v in report.verdicts:
         verdict_text = {True: "pass", False: "fail", None: "–"}[v.passed]
@@ -202,7 +204,8 @@ def print_report(report: Report, console: Console | None = None) -> None:
         verdicts.add_column(column, overflow="fold")
     for v in report.verdicts:
         shown = {True: "[green]pass[/green]", False: "[red]fail[/red]", None: "–"}[v.passed]
-        verdicts.add_row(v.scorer, v.metric or "–", _num(v.chance), _yes_no(v.true_beats_shuffled), _yes_no(v.random_at_chance),
+        verdicts.add_row(v.scorer, v.metric or "–", _num(v.chance), _yes_no(v.true_beats_shuffled),
+                         _yes_no(v.random_at_chance),
                          shown, v.note)
     console.print(verdicts)
     skipped = [s for s in report.latents if s.status != "scored"]
