@@ -4,7 +4,7 @@ One command (from the repository root, lantern's venv active):
 
     python benchmarks/bench_vs_delphi.py                 # steps 1-4 below, ~60-100 min on 2 slow cores
     python benchmarks/bench_vs_delphi.py --skip-10x      # without the 655,360-token runs
-    python benchmarks/bench_vs_delphi.py --delphi-10x    # also delphi's cache at 655,360 tokens (+15-40 min)
+    python benchmarks/bench_vs_delphi.py --delphi-10x    # also delphi's cache at 655,360 tokens (+20-40 min)
     python benchmarks/bench_vs_delphi.py --skip-cache --skip-records --skip-10x --delphi-10x --merge
                                                          # add only delphi's 10x run to an existing result
 
@@ -37,7 +37,7 @@ lantern/delphi cache L D L D L D L; ratios of each pass to its two neighbours, m
 Every lantern step records the git commit (and a hash of uncommitted src/ changes) it ran.
 
 Output: a table on stdout and JSON (--out, default benchmarks/bench_vs_delphi_results.json).
-Worker modes (--worker bare|cache|records) are what the orchestrator runs in subprocesses.
+Worker modes (--worker bare|cache|records|alternate) are what the orchestrator runs in subprocesses.
 """
 from __future__ import annotations
 
@@ -245,7 +245,8 @@ def overlap(table, ctx_len: int) -> dict:
         out[f"explain_windows_sharing_a_token_with_{name}"] = int(hit.sum())
         out[f"latents_with_overlap_{name}"] = int(len(np.unique(latent[explain][hit])))
     out["explain_windows"] = int(explain.sum())
-    out["frac_explain_windows_overlapping_test"] = out["explain_windows_sharing_a_token_with_test_all"] / max(1, out["explain_windows"])
+    shared = out["explain_windows_sharing_a_token_with_test_all"]
+    out["frac_explain_windows_overlapping_test"] = shared / max(1, out["explain_windows"])
     test = split == "test"
     out["identical_explain_test_windows"] = int(_member(np.sort(latent[test].astype(np.int64) * big + start[test]),
                                                         latent[explain].astype(np.int64) * big + start[explain]).sum())
@@ -346,7 +347,8 @@ def run_worker(mode: str, tag: str, **kw) -> dict:
 
 def _lantern_code_state() -> str:
     """HEAD commit, plus '+dirty' and a hash of the diff when src/ has uncommitted changes."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
     diff = subprocess.run(["git", "diff", "HEAD", "--", "src"], cwd=REPO, capture_output=True, text=True).stdout
     return head + (f"+dirty-{hashlib.sha256(diff.encode()).hexdigest()[:8]}" if diff else "")
 
@@ -448,7 +450,8 @@ def orchestrate(args) -> None:
 
     if not args.skip_records:
         if not (Path(cdir("b32")) / "sae/manifest.json").exists():
-            run_worker("cache", "lantern_cache_for_records", tokens_file=tok1, n_tokens=N1, batch=32, cache_dir=cdir("b32"))
+            run_worker("cache", "lantern_cache_for_records", tokens_file=tok1, n_tokens=N1, batch=32,
+                       cache_dir=cdir("b32"))
         if not (BASE / "run/latents/layers.6").exists():
             run_delphi("bench_cache.py", [str(N1)], "delphi_cache_for_records", "cache")
         cfgs = "default,default_no_window_index,delphi_sized"
@@ -537,7 +540,8 @@ def summarise(R: dict) -> list[tuple[str, str, str]]:
         add("delphi's forward (18-layer trunk, AutoModel) / lantern bare forward to layers.6 (adjacent pairs)",
             f"trunk A / bare B {dta / b:.2f}, trunk B / bare C {dtb / c:.2f}")
         lc = R["lantern_cache_b32_1"]
-        add("bytes on disk per non-zero: lantern shards (manifest bytes_per_nnz)", f"{lc['bytes_per_nnz_manifest']:.3f}")
+        add("bytes on disk per non-zero: lantern shards (manifest bytes_per_nnz)",
+            f"{lc['bytes_per_nnz_manifest']:.3f}")
         add("bytes per non-zero: lantern shards + tokens.npy once", f"{lc['bytes_per_nnz_with_tokens']:.3f}",
             _verdict(lc["bytes_per_nnz_with_tokens"], 6.0, "<="))
         add("bytes per non-zero: lantern whole cache dir (+ window index, stats, decoder neighbours, doc ids)",
@@ -575,7 +579,8 @@ def summarise(R: dict) -> list[tuple[str, str, str]]:
         r = sorted(a["cache_over_neighbour_bares"])
         add(f"alternation, one process (B C B C B C B), {a['n_tokens']:,} tokens b32: lantern cache / "
             "mean(bare before, after)",
-            "median " + f"{r[len(r) // 2]:.2f} (all: {', '.join(f'{x:.2f}' for x in a['cache_over_neighbour_bares'])}); "
+            f"median {r[len(r) // 2]:.2f} (all: "
+            f"{', '.join(f'{x:.2f}' for x in a['cache_over_neighbour_bares'])}); "
             f"cache / own forward {', '.join(f'{x:.2f}' for x in a['cache_over_own_forward'])}",
             _verdict(r[len(r) // 2], 1.10, "<="))
         d = R["alt_lantern_vs_delphi"]
@@ -642,7 +647,7 @@ def main() -> None:
     parser.add_argument("--skip-records", action="store_true")
     parser.add_argument("--skip-10x", action="store_true")
     parser.add_argument("--delphi-10x", action="store_true")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="cache passes of the alternate worker")
     parser.add_argument("--alt-rounds", type=int, default=3,
                         help="alternation check: cache passes between bare passes (one process), and L D L D .. L "
                              "processes of lantern and delphi cache; 0 skips it")
