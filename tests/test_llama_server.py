@@ -107,5 +107,7 @@ def test_explain_and_score_through_llama_cpp(llama_server, model_dir, tmp_path):
         assert scored["scored"] >= 1 and examples
         answered = [e for e in examples if e["error"] is None]
         assert answered and all(e["read_as"] == "logprobs" for e in answered)  # log-probs came from llama.cpp
-    usage = pq.read_table(cfg.path / "usage" / "score.parquet").to_pylist() if examples else []
-    assert all(u["prompt_tokens"] > 0 for u in usage)
+    explain_usage = pq.read_table(cfg.path / "usage" / "explain.parquet").to_pylist()
+    assert len(explain_usage) == 1 and explain_usage[0]["prompt_tokens"] > 100 and not explain_usage[0]["failed"]
+    if examples:
+        assert all(u["prompt_tokens"] > 0 for u in pq.read_table(cfg.path / "usage" / "score.parquet").to_pylist())

@@ -29,6 +29,7 @@ from lantern.io import atomic_path, read_json, write_json, write_npy
 from lantern.models.forward import capture_activations
 from lantern.models.hookpoints import Hookpoint, resolve_hookpoint
 from lantern.progress import progress_bar
+from lantern.records.neighbours import decoder_neighbours
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,7 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
         for batch in range(n_batches):
             todo = [c for c in pending if batch not in covered[c.name]]
             embed = windows_pending and not window_index.part_path(cache_dir, batch).exists()
-            if not todo and not embed:
-                for writer in writers.values():
-                    writer.flush()  # a covered batch ends the open run: runs never overlap
+            if not todo and not embed:  # (a writer whose next batch is not consecutive closes its run itself)
                 bar.advance(task)
                 continue
             rows = slice(batch * batch_size, min(n_seq, (batch + 1) * batch_size))
@@ -174,8 +173,6 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
                 with torch.inference_mode():
                     sparse = coder.encode(x.reshape(-1, x.shape[-1]))
                 writers[coder.name].add(batch, *sparse_to_triplets(sparse, token_offset, keep, options.value_dtype))
-            for name in {c.name for c in pending} - {c.name for c in todo}:
-                writers[name].flush()
             if embed:
                 window_index.part_path(cache_dir, batch).parent.mkdir(parents=True, exist_ok=True)
                 write_npy(window_index.part_path(cache_dir, batch), window_index.block_embeddings(acts[window_hp.name], proj))
@@ -208,8 +205,6 @@ def _save_decoder_neighbours(cdir: Path, coder: SparseCoder, k: int = 8) -> bool
     directions = directions_of() if directions_of is not None else None
     if directions is None:
         return False
-    from lantern.records.neighbours import decoder_neighbours
-
     neighbours, similarity = decoder_neighbours(directions, k)
     with atomic_path(cdir / layout.DECODER_NEIGHBOURS) as tmp:
         with open(tmp, "wb") as f:

@@ -56,15 +56,16 @@ def from_stored(stored: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def plan_shards(counts: np.ndarray, max_nnz: int, max_latents: int) -> list[tuple[int, int]]:
-    """Latent ranges whose non-zeros fit `max_nnz` (a latent denser than that gets a shard of its own)."""
-    ranges, lo, total = [], 0, 0
-    for latent, count in enumerate(counts.tolist()):
-        if latent > lo and (total + count > max_nnz or latent - lo >= max_latents):
-            ranges.append((lo, latent))
-            lo, total = latent, 0
-        total += count
-    ranges.append((lo, len(counts)))
-    return ranges
+    """Latent ranges whose non-zeros fit `max_nnz` (a latent denser than that gets a range of its own), at most
+    `max_latents` long. One binary search per range, not a Python step per latent."""
+    cumulative = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    ranges, lo, n = [], 0, len(counts)
+    while lo < n:
+        fits = int(np.searchsorted(cumulative, cumulative[lo] + max_nnz, side="right")) - 1
+        hi = min(max(fits, lo + 1), lo + max_latents, n)
+        ranges.append((lo, hi))
+        lo = hi
+    return ranges or [(0, 0)]
 
 
 def _sha256(path: Path) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from lantern.cache.reader import LatentCache
+from lantern.cache.shards import plan_shards
 from lantern.errors import LanternError
 from lantern.records.cells import (Grid, WindowTable, active_cells, find_windows, rank_within, sorted_unique,
                                    window_max, window_values)
@@ -90,17 +91,11 @@ def check_window_fits(cfg: RecordConfig, seq_len: int) -> None:
 
 def latent_blocks(cache: LatentCache, max_latents: int = 4096, max_nnz: int = 4 << 20):
     """Contiguous latent ranges inside one shard, bounded in latents and non-zeros (bounded memory)."""
-    counts = cache.counts
     for meta in cache.shard_meta:
         lo, hi = meta["latents"]
-        start, total = lo, 0
-        for latent in range(lo, hi):
-            if latent > start and (total + counts[latent] > max_nnz or latent - start >= max_latents):
-                yield start, latent
-                start, total = latent, 0
-            total += int(counts[latent])
-        if hi > start:
-            yield start, hi
+        for a, b in plan_shards(cache.counts[lo:hi], max_nnz, max_latents):
+            if b > a:
+                yield lo + a, lo + b
 
 
 @dataclass
