@@ -57,6 +57,8 @@ class PromptPlan:
 class InterventionScorer(Scorer):
     name = "intervention"
     headline = "score"
+    chance = 0.0
+    """An explanation that says nothing about the output raises steered and clean text alike."""
 
     def __init__(self, settings=None, coders: dict[str, SparseCoder] | None = None):
         super().__init__(settings)
