@@ -141,6 +141,18 @@ def test_the_scorer_runs_through_the_real_in_process_model(tmp_path, built_cache
     assert len(examples) == 2 * 3 * 2
     assert {e["variant"] for e in examples} == {"latent", "random-direction", "shuffled-explanation"}
     assert all(e["steered_text"] != e["clean_text"] for e in examples if e["variant"] == "latent")
+    # steering is kept per latent: scoring again (other explanations, a rerun) steers nothing again
+    saved = sorted((cfg.path / "steering" / "sae").glob("*.json"))
+    assert len(saved) == 2
+    stamps = [f.stat().st_mtime_ns for f in saved]
+    run_score(cfg, client, tokenizer, subject=SubjectModel(tiny_model, tokenizer, "tiny", bos))
+    assert [f.stat().st_mtime_ns for f in saved] == stamps
+    assert [s["score"] for s in read(cfg, "scores.parquet")] == [s["score"] for s in scores]
+    cfg.scoring = ScorerConfig(bootstrap_resamples=200, intervention_targets=(0.005,), intervention_prompts=2,
+                               intervention_tokens=4)  # other settings: steered again
+    run_score(cfg, client, tokenizer, subject=SubjectModel(tiny_model, tokenizer, "tiny", bos))
+    assert all(f.stat().st_mtime_ns != t for f, t in zip(saved, stamps))
+    assert read(cfg, "scores.parquet")[0]["achieved_kl_0.005"] == pytest.approx(0.005, rel=0.05)
 
 
 def test_it_refuses_without_the_subject_model_or_a_decoder(tmp_path, built_cache, tiny_model, tokenizer, bos):

@@ -15,6 +15,7 @@ steered text read with another latent's explanation (`shuffled-explanation`). Bo
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import zlib
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import torch
 
 from lantern.coders.base import SparseCoder
 from lantern.errors import LanternError
+from lantern.io import read_json, write_json
 from lantern.explain.output_evidence import NEUTRAL_PROMPTS, latent_directions, write_site
 from lantern.llm.base import Request, Response
 from lantern.score.base import LatentResult, LatentTask, Needs, Plan, ScoreContext, Scorer, example_row
@@ -32,6 +34,8 @@ from lantern.score.metrics import mean_interval
 from lantern.score.surprisal import prompt_for, text_loss
 
 VARIANTS = ("latent", "random-direction", "shuffled-explanation")
+STEERING = "steering"
+"""Run-directory folder of the per-latent steering results."""
 
 
 @dataclass
@@ -74,7 +78,7 @@ class InterventionScorer(Scorer):
         if context.subject is None:
             raise LanternError("the intervention scorer steers the subject model, which is not loaded")
         subject = context.subject
-        self.model, self.tokenizer = subject.model, subject.tokenizer
+        self.model, self.tokenizer, self.subject_name = subject.model, subject.tokenizer, subject.name
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.prompt_texts = list(NEUTRAL_PROMPTS[:self.settings.intervention_prompts])
         self.prompt_ids = [[subject.bos_id] + self.tokenizer(text, add_special_tokens=False).input_ids
@@ -133,20 +137,52 @@ class InterventionScorer(Scorer):
 
     # --- planning and reading ---------------------------------------------------------------------------
 
-    def plan(self, task: LatentTask) -> Plan:
+    def _steer(self, task: LatentTask) -> dict:
+        """Calibrate, steer and generate for one latent: the part that does not depend on the explanation.
+        Kept per latent in the run directory (`steering/<coder>/<latent>.json`, keyed by every setting that
+        shapes it), so scoring again with other explanations (validate's variants, best-of-k, a rerun after a
+        kill) reuses it instead of steering again."""
+        key = {"targets": list(self.settings.intervention_targets), "prompts": self.prompt_texts,
+               "tokens": self.settings.intervention_tokens, "seed": self.context.seed, "model": self.subject_name}
+        path = None
+        if self.context.config is not None:
+            path = self.context.config.path / STEERING / task.coder / f"{task.latent}.json"
+            if path.exists():
+                saved = read_json(path)
+                if saved.get("key") == key:
+                    saved["calibrations"] = [Calibration(**c) for c in saved["calibrations"]]
+                    saved["random_kl"] = {float(t): v for t, v in saved["random_kl"].items()}
+                    return saved
         coder = self._coder(task.coder)
         site, probe = self._site_and_probe(coder)
         direction = latent_directions(self.model, coder, [task.latent])[0]
         norm = float(direction.norm())
         if norm == 0:
-            return Plan(task, [], {"error": "the latent's decoder direction is zero"})
+            return {"error": "the latent's decoder direction is zero"}
         unit = direction / norm
         targets = self.settings.intervention_targets
         calibrations = calibrate(lambda scale: probe.kl(unit * scale), targets)
         random_unit = self._random_unit(task, unit.shape[-1])
         random_kl = {c.target_kl: probe.kl(random_unit * c.scale) for c in calibrations}
         pushes = torch.stack([unit * c.scale for c in calibrations] + [random_unit * c.scale for c in calibrations])
-        clean = self._clean_texts(site)
+        steered, randoms = [], []
+        for ids in self.prompt_ids:
+            outputs = [self._text(o) for o in generate_steered(self.model, site.module, site.side, ids, pushes,
+                                                               self.settings.intervention_tokens, self.pad_id)]
+            steered.append(outputs[:len(targets)])
+            randoms.append(outputs[len(targets):])
+        result = {"key": key, "norm": norm, "calibrations": calibrations, "random_kl": random_kl,
+                  "clean": self._clean_texts(site), "steered": steered, "random": randoms}
+        if path is not None:
+            write_json(path, {**result, "calibrations": [dataclasses.asdict(c) for c in calibrations],
+                              "random_kl": {str(t): v for t, v in random_kl.items()}})
+        return result
+
+    def plan(self, task: LatentTask) -> Plan:
+        steering = self._steer(task)
+        if "error" in steering:
+            return Plan(task, [], {"error": steering["error"]})
+        targets = [c.target_kl for c in steering["calibrations"]]
         shuffled = self._shuffled(task)
         prefixes = {"explanation": task.explanation, "generic": self.settings.surprisal_prefix}
         if shuffled is not None:
@@ -162,11 +198,10 @@ class InterventionScorer(Scorer):
             requests.append(Request(prompt=prompt, max_tokens=1, prompt_logprobs=True, stop=()))
             return len(requests) - 1
 
-        for prompt_text, ids, clean_text in zip(self.prompt_texts, self.prompt_ids, clean):
-            outputs = [self._text(o) for o in generate_steered(self.model, site.module, site.side, ids, pushes,
-                                                               self.settings.intervention_tokens, self.pad_id)]
-            steered = dict(zip(targets, outputs[:len(targets)]))
-            randoms = dict(zip(targets, outputs[len(targets):]))
+        for prompt_text, clean_text, steered_texts, random_texts in zip(
+                self.prompt_texts, steering["clean"], steering["steered"], steering["random"]):
+            steered = dict(zip(targets, steered_texts))
+            randoms = dict(zip(targets, random_texts))
             index = {("clean", prefix, None): read(prompt_text, clean_text, prefix) for prefix in prefixes}
             for target in targets:
                 for prefix in prefixes:
@@ -174,8 +209,8 @@ class InterventionScorer(Scorer):
                 for prefix in ("explanation", "generic"):
                     index[("random", prefix, target)] = read(prompt_text, randoms[target], prefix)
             prompts.append(PromptPlan(prompt_text, clean_text, steered, randoms, index))
-        state = {"calibrations": calibrations, "random_kl": random_kl, "prompts": prompts, "readings": readings,
-                 "shuffled": shuffled, "norm": norm}
+        state = {"calibrations": steering["calibrations"], "random_kl": steering["random_kl"], "prompts": prompts,
+                 "readings": readings, "shuffled": shuffled, "norm": steering["norm"]}
         return Plan(task, requests, state)
 
     def evaluate(self, plan: Plan, responses: list[Response]) -> LatentResult:
