@@ -94,23 +94,36 @@ def _windows(rows: list[dict], pieces: PieceTable, scale: float, verdicts: dict)
     return out
 
 
+def chosen_candidate(rows: list[dict], selection: list[dict]) -> int | None:
+    """The candidate the scores belong to: best-of-k's pick where it chose, else the only (or first) candidate
+    that did not fail, which is what the score stage scores; None when every candidate failed."""
+    picked = [r["candidate"] for r in selection if r.get("chosen")]
+    if picked:
+        return picked[0]
+    good = sorted(r.get("candidate") or 0 for r in rows if not r.get("failed"))
+    return good[0] if good else None
+
+
 def _explanations(data: RunData, coder: str, latent: int) -> list[dict]:
-    chosen = {r["candidate"]: r for r in data.selection.rows(coder, latent)}
+    rows = data.explanations.rows(coder, latent)
+    selection = {r["candidate"]: r for r in data.selection.rows(coder, latent)}
+    chosen = chosen_candidate(rows, list(selection.values()))
     out = []
-    for r in sorted(data.explanations.rows(coder, latent), key=lambda r: r.get("candidate") or 0):
-        pick = chosen.get(r.get("candidate") or 0, {})
-        out.append({"candidate": r.get("candidate") or 0, "text": r.get("explanation"), "failed": r.get("failed"),
+    for r in sorted(rows, key=lambda r: r.get("candidate") or 0):
+        candidate = r.get("candidate") or 0
+        pick = selection.get(candidate)
+        out.append({"candidate": candidate, "text": r.get("explanation"), "failed": r.get("failed"),
                     "error": r.get("error"), "explainer": r.get("explainer"), "llm": r.get("llm"),
                     "prompt": r.get("prompt"), "raw_answer": r.get("raw_answer"),
                     "tokens": f'{fmt(r.get("prompt_tokens"))} prompt + {fmt(r.get("completion_tokens"))} completion',
-                    "chosen": pick.get("chosen", not chosen),
+                    "chosen": candidate == chosen,
                     "validation": ({"ba": fmt(pick.get("validation_balanced_accuracy")),
                                     "auroc": fmt(pick.get("validation_auroc")), "n": fmt(pick.get("validation_n"))}
                                    if pick else None)})
     return out
 
 
-def _output_evidence(explanations: list[dict], raw_rows: list[dict]) -> dict | None:
+def _output_evidence(raw_rows: list[dict]) -> dict | None:
     """Logit-lens and steering tokens from the evidence an output/ensemble explainer stored (JSON)."""
     for r in raw_rows:
         try:
@@ -197,13 +210,14 @@ def latent_view(data: RunData, coder: str, latent: int, pieces: PieceTable, summ
             negatives[f'{r["source"]} ({r["split"]})'].append(r)
     raw_explanations = data.explanations.rows(coder, latent)
     manifest = data.manifests.get(coder, {})
+    scores = _scores(data.scores.rows(coder, latent))
     return {
-        "coder": coder, "latent": latent, "summary": summary or {}, "scale": fmt(scale),
+        "coder": coder, "latent": latent, "summary": summary or {}, "scale": fmt(scale), "scored": bool(scores),
         "hookpoint": manifest.get("coder", {}).get("hookpoint"),
         "n_tokens": manifest.get("n_tokens_cached", manifest.get("n_tokens")),
         "explanations": _explanations(data, coder, latent),
-        "output": _output_evidence([], raw_explanations),
-        "scores": _scores(data.scores.rows(coder, latent)),
+        "output": _output_evidence(raw_explanations),
+        "scores": scores,
         "by_decile": _grouped_figures(data.by_decile.rows(coder, latent), "decile"),
         "by_source": _grouped_figures(data.by_source.rows(coder, latent), "source"),
         "splits": splits,
