@@ -302,10 +302,16 @@ def test_report_after_records_only_and_clear_errors(run_dir, tmp_path, tokenizer
 def test_vocabulary_pieces_match_the_tokenizer(run_dir, tokenizer, model_dir):
     """The report reads a local model's tokenizer.json with `tokenizers` alone (fast); its token strings are
     the ones the transformers tokenizer gives."""
+    from markupsafe import escape
+
     from lantern.report.build import load_report_tokenizer
-    from lantern.text import token_strings
+    from lantern.report.latent_page import PieceTable
+    from lantern.text import NEWLINE_MARK, token_strings
 
     fast = load_report_tokenizer(str(model_dir))
     ids = [i for r in pq.read_table(records_file(run_dir, "sae")).to_pylist()[:40] for i in r["tokens"]]
-    ids += tokenizer.encode("naïve café — 東京 ✓", add_special_tokens=False)  # multi-byte and byte-fallback pieces
+    ids += tokenizer.encode("naïve café — 𝔘𝔫𝔦 🜁 ꙮ\n<b>", add_special_tokens=False)  # byte-fallback pieces, HTML
     assert token_strings(fast, ids) == token_strings(tokenizer, ids)
+    pieces = PieceTable(fast)
+    for _ in range(2):  # the second time from its cache
+        assert pieces.html(ids) == [str(escape(t.replace("\n", NEWLINE_MARK))) for t in token_strings(tokenizer, ids)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -168,6 +169,7 @@ def build_report(run_dir: str | Path, tokenizer=None) -> dict:
     env = _env()
     target = data.run_dir / REPORT
     staging = Path(tempfile.mkdtemp(prefix=f".{REPORT}-", dir=data.run_dir))
+    staging.chmod(_DIR_MODE)  # mkdtemp's 0700 would make the report private
     try:
         (staging / "data").mkdir()
         (staging / "static").mkdir()
@@ -193,6 +195,15 @@ def build_report(run_dir: str | Path, tokenizer=None) -> dict:
             shutil.rmtree(staging)
     return {"index": target / "index.html", "latents": len(rows), "pages": sum(r["has_page"] for r in rows),
             "seconds": time.perf_counter() - started}
+
+
+def _dir_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
+_DIR_MODE = _dir_mode()
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 
 from markupsafe import Markup, escape
@@ -21,18 +22,38 @@ _ROW_KEYS = {"coder", "latent", "scorer", "metric", "score", "score_ci_low", "sc
 
 
 class PieceTable:
-    """Token id → tokenizer piece, looked up once per distinct id (a run's records repeat ids a lot);
-    `token_strings` reads it like a tokenizer."""
+    """Token id → tokenizer piece and its escaped display text, each worked out once per distinct id (a run's
+    records repeat ids a lot); `token_strings` reads it like a tokenizer."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self.pieces: dict[int, str] = {}
+        self._html: dict[int, str | None] = {}
+        """None for byte-fallback pieces: their text depends on the neighbouring bytes."""
 
     def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
         missing = [i for i in dict.fromkeys(ids) if i not in self.pieces]
         if missing:
             self.pieces.update(zip(missing, self.tokenizer.convert_ids_to_tokens(missing)))
         return [self.pieces[i] for i in ids]
+
+    def html(self, ids: list[int]) -> list[str]:
+        """Each token's text, HTML-escaped, newlines shown as a mark (windows stay on one line)."""
+        known = self._html
+        missing = [i for i in dict.fromkeys(ids) if i not in known]
+        for i, piece in zip(missing, self.convert_ids_to_tokens(missing)):
+            known[i] = None if _BYTE_PIECE.match(piece or "") else _display(token_strings(self, [i])[0])
+        out = [known[i] for i in ids]
+        if None in out:
+            return [_display(text) for text in token_strings(self, ids)]
+        return out
+
+
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
+def _display(text: str) -> str:
+    return str(escape(text.replace("\n", NEWLINE_MARK)))
 
 
 def finite(value) -> bool:
@@ -59,14 +80,13 @@ def interval(row: dict, name: str) -> str:
     return ""
 
 
-def shaded(strings: list[str], activations: list[float], scale: float) -> Markup:
-    """The window as HTML: each firing token in a span whose background opacity is |activation| / scale
-    (orange for positive, blue for negative values), its value in the tooltip."""
+def shaded(texts: list[str], activations: list[float], scale: float) -> Markup:
+    """The window as HTML (`texts`: escaped token texts): each firing token in a span whose background opacity
+    is |activation| / scale (orange for positive, blue for negative values), its value in the tooltip."""
     parts = []
-    for text, act in zip(strings, activations):
-        text = escape(text.replace("\n", NEWLINE_MARK))
+    for text, act in zip(texts, activations):
         if act == 0 or not scale:
-            parts.append(str(text))
+            parts.append(text)
             continue
         alpha = min(abs(act) / scale, 1.0)
         sign = "p" if act > 0 else "n"
@@ -89,7 +109,7 @@ def _windows(rows: list[dict], pieces: PieceTable, scale: float, verdicts: dict)
     for r in rows:
         out.append({"start": r["start"], "decile": r["decile"], "source": r["source"], "kind": r["kind"],
                     "neighbour": r.get("neighbour", -1), "max": fmt(r["max_activation"]),
-                    "html": shaded(token_strings(pieces, r["tokens"]), r["activations"], scale),
+                    "html": shaded(pieces.html(r["tokens"]), r["activations"], scale),
                     "verdicts": verdicts.get((r["start"], r["kind"]), [])})
     return out
 
