@@ -124,7 +124,8 @@ def run_dir(tmp_path_factory, built_cache, tokenizer, tiny_model, model_dir) -> 
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
+        pytest.skip("Debian's chromium and chromium-driver are not installed "
+                    "(apt-get install chromium chromium-driver)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -315,3 +316,12 @@ def test_vocabulary_pieces_match_the_tokenizer(run_dir, tokenizer, model_dir):
     pieces = PieceTable(fast)
     for _ in range(2):  # the second time from its cache
         assert pieces.html(ids) == [str(escape(t.replace("\n", NEWLINE_MARK))) for t in token_strings(tokenizer, ids)]
+
+
+def test_negative_activations_are_shaded_apart():
+    """Raw neurons fire negative too: those tokens get their own colour, opacity by magnitude."""
+    from lantern.report.latent_page import shaded
+
+    html = shaded(["a", "&lt;b&gt;", "c"], [2.0, -1.0, 0.0], 2.0)
+    assert html == ('<span class="t p" style="--a:1.000" title="2">a</span>'
+                    '<span class="t n" style="--a:0.500" title="-1">&lt;b&gt;</span>c')

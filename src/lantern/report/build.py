@@ -91,7 +91,8 @@ def _run_facts(data: RunData) -> list[tuple[str, str]]:
     return [("run directory", str(data.run_dir.resolve())), ("model", cfg.model), ("corpus", cfg.corpus),
             ("tokens", fmt(cfg.tokens)), ("coders", ", ".join(data.coders) or "–"),
             ("explainer", f"{cfg.explainer.kind} ({cfg.explainer.candidates} candidate(s) per latent)"),
-            ("scorers", ", ".join(data.scorers) or "none yet"), ("LLM", f"{llm}" + (f" at {cfg.llm.url}" if cfg.llm.url else ""))]
+            ("scorers", ", ".join(data.scorers) or "none yet"),
+            ("LLM", llm + (f" at {cfg.llm.url}" if cfg.llm.url else ""))]
 
 
 def _summary_rows(data: RunData) -> list[dict]:
@@ -108,7 +109,7 @@ def _summary_rows(data: RunData) -> list[dict]:
     return out
 
 
-def _analyses(data: RunData, report_dir: Path) -> list[dict]:
+def _analyses(data: RunData) -> list[dict]:
     out = []
     for entry in data.analyses:
         images, tables = [], []
@@ -174,11 +175,12 @@ def build_report(run_dir: str | Path, tokenizer=None) -> dict:
         (staging / "data").mkdir()
         (staging / "static").mkdir()
         for name in STATIC:
-            (staging / "static" / name).write_bytes(resources.files("lantern.report").joinpath("static", name).read_bytes())
+            asset = resources.files("lantern.report").joinpath("static", name)
+            (staging / "static" / name).write_bytes(asset.read_bytes())
         (staging / INDEX_DATA).write_text(f"window.{INDEX_GLOBAL} = " + json.dumps(payload, separators=(",", ":"))
                                           + ";\n", encoding="utf-8")
         index = env.get_template("index.html.j2").render(
-            facts=_run_facts(data), summary=_summary_rows(data), analyses=_analyses(data, target),
+            facts=_run_facts(data), summary=_summary_rows(data), analyses=_analyses(data),
             n_latents=len(rows), scorers=payload["scorers"], coders=data.coders, data_file=INDEX_DATA, root="")
         (staging / "index.html").write_text(index, encoding="utf-8")
         latent_template = env.get_template("latent.html.j2")

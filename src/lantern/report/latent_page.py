@@ -182,7 +182,8 @@ def _grouped_figures(rows: list[dict], by: str) -> dict[str, dict]:
         columns = [f for f in _GROUP_FIGURES if any(finite(m.get(f)) for m in members)]
         order = sorted(members, key=lambda m: -m[by] if isinstance(m[by], int) else str(m[by]))
         out[scorer] = {"columns": columns,
-                       "rows": [{"group": ("negatives" if by == "decile" and m[by] == 0 else m[by]), "n": fmt(m.get("n")),
+                       "rows": [{"group": "negatives" if by == "decile" and m[by] == 0 else m[by],
+                                 "n": fmt(m.get("n")),
                                  "n_failed": fmt(m.get("n_failed")),
                                  "values": [f"{fmt(m.get(f))} {interval(m, f)}".strip() for f in columns]}
                                 for m in order]}
