@@ -102,7 +102,7 @@ def run_dir(tmp_path_factory, built_cache, tokenizer, tiny_model, model_dir) -> 
          "prompt_tokens": 120, "completion_tokens": 6, "llm": "scripted:judge",
          "evidence": json.dumps({"windows": 8, **evidence[latent].to_dict()})}
         for latent in latents for k, text in enumerate([f"the word said (latent {latent})",
-                                                        f"speech verbs near names {latent}"])])
+                                                        f"<verbs> of speech & names {latent}"])])
     run_score(cfg, ScriptedLLM(judge), tokenizer)
     examples, scores = _intervention_rows(latents[:2])
     _append(path / EXAMPLES, examples)
@@ -200,9 +200,12 @@ def test_sorting_and_filtering_change_the_rows(run_dir, browser):
     latents = [int(r[1]) for r in _rows(browser)]
     assert latents == sorted(latents)
     search = browser.find_element("id", "f-search")
-    search.send_keys(str(latents[0]))  # each explanation names its latent
-    assert [int(r[1]) for r in _rows(browser)] == [latents[0]]
-    assert browser.find_element("id", "status").text == "1 of 4 latents"
+    query = _rows(browser)[0][2]  # each explanation names its latent
+    search.send_keys(query)
+    found = _rows(browser)
+    assert latents[0] in [int(r[1]) for r in found] and len(found) < 4
+    assert all(word in r[2].lower() for r in found for word in query.lower().split())
+    assert browser.find_element("id", "status").text == f"{len(found)} of 4 latents"
     search.clear()
     search.send_keys("no such words")
     assert _rows(browser) == [] and browser.find_element("id", "status").text == "0 of 4 latents"
@@ -240,6 +243,8 @@ def test_latent_page_shows_shaded_tokens_verdicts_and_evidence(run_dir, browser)
                                                for v in browser.find_elements("css selector", "li.v")}
     assert browser.find_elements("css selector", "ol.tokens li")  # logit lens and steering tokens
     assert "chosen, scored below" in browser.page_source
+    texts = [p.text for p in browser.find_elements("css selector", "p.expl")]
+    assert f"<verbs> of speech & names {latent}" in texts  # shown as text, not parsed as markup
     score_rows = browser.find_elements("css selector", "table.scores tbody tr")
     assert len(score_rows) == 4 and "[" in score_rows[0].text  # every scorer, with its interval
 
