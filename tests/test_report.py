@@ -1,8 +1,8 @@
 """`lantern report` on a real run directory (real records of the tiny Gemma 3's cached SAE, real logit-lens and
-steering evidence, detection / fuzzing / intruder scores from a scripted judge, intervention rows in the format the
-intervention scorer writes), opened in headless Chromium from Debian's packages through selenium: the index loads
-without console errors, sorting and filtering change the rows, a latent page shows shaded tokens, and a
-10,000-latent table loads and sorts within a time bound."""
+steering evidence, detection / fuzzing / intruder scores from a scripted judge, intervention scores from the real
+scorer answered by the tiny model in-process), opened in headless Chromium from Debian's packages through
+selenium: the index loads without console errors, sorting and filtering change the rows, a latent page shows
+shaded tokens, and a 10,000-latent table loads and sorts within a time bound."""
 from __future__ import annotations
 
 import json
@@ -23,18 +23,22 @@ from lantern.errors import LanternError
 from lantern.explain.output_evidence import output_evidence
 from lantern.io import write_json, write_parquet
 from lantern.llm.base import Response
+from lantern.llm.transformers_client import TransformersClient
+from lantern.models.loading import SubjectModel
 from lantern.pipeline.files import EXAMPLES, EXPLANATIONS, SCORES, records_file
-from lantern.pipeline.score_stage import run_score
+from lantern.pipeline.score_stage import run_score, score_latents
 from lantern.records.build import RecordConfig, build_records
 from lantern.report import build_report
 from lantern.report.build import INDEX_DATA, INDEX_GLOBAL, page_path
+from lantern.score.base import LatentTask, ScoreContext
+from lantern.score.intervention import InterventionScorer
 from lantern.score.settings import ScorerConfig
 from scorer_runs import ScriptedLLM
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=8, n_test_per_decile=1, n_validation_per_decile=1,
                        n_negatives=4, n_similar_negatives=0, n_neighbour_negatives=2, min_windows=20)
-TARGET_KLS = (0.5, 1.0)
+TARGET_KLS = (0.004, 0.012)  # the random tiny model saturates near 0.024 nats
 
 
 def judge(request) -> Response:
@@ -50,29 +54,6 @@ def judge(request) -> Response:
                     first_token_logprobs={" yes": math.log(p), " no": math.log(1 - p)})
 
 
-def _intervention_rows(latents: list[int]) -> tuple[list[dict], list[dict]]:
-    """Rows in the intervention scorer's contract (examples per target KL, variant and prompt; one score row)."""
-    examples, scores = [], []
-    for latent in latents:
-        values = []
-        for kl in TARGET_KLS:
-            for variant in ("latent", "random-direction", "shuffled-explanation"):
-                for p, prompt in enumerate(["The weather today", "My favourite"]):
-                    value = (0.4 if variant == "latent" else 0.02) * kl + 0.01 * p
-                    values.append(value) if variant == "latent" else None
-                    examples.append({"coder": "sae", "latent": latent, "scorer": "intervention", "start": None,
-                                     "kind": None, "source": None, "decile": None, "error": None, "variant": variant,
-                                     "target_kl": kl, "value": value, "scale": 3.0 * kl, "achieved_kl": kl * 1.02,
-                                     "prompt_text": prompt, "clean_text": " is mild and dry.",
-                                     "steered_text": f" unto thee, said {variant} {latent}", "prompt_tokens": 0,
-                                     "completion_tokens": 0})
-        mean = sum(values) / len(values)
-        scores.append({"coder": "sae", "latent": latent, "scorer": "intervention", "metric": "score",
-                       "score": mean, "score_ci_low": mean - 0.05, "score_ci_high": mean + 0.05, "n": len(values),
-                       "n_failed": 0, "random_direction_score": 0.02, "shuffled_explanation_score": 0.01})
-    return examples, scores
-
-
 def _append(path: Path, rows: list[dict]) -> None:
     """Add rows (with their own columns) to a Parquet table the way the score stage unifies columns."""
     old = pq.read_table(path).to_pylist()
@@ -81,7 +62,7 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, built_cache, tokenizer, tiny_model, model_dir) -> Path:
+def run_dir(tmp_path_factory, built_cache, tokenizer, bos, tiny_model, model_dir) -> Path:
     """A scored run of 4 SAE latents (2 candidate explanations each, chosen on validation windows)."""
     cache_dir, coders, _ = built_cache
     path = tmp_path_factory.mktemp("report") / "run"
@@ -104,9 +85,19 @@ def run_dir(tmp_path_factory, built_cache, tokenizer, tiny_model, model_dir) -> 
         for latent in latents for k, text in enumerate([f"the word said (latent {latent})",
                                                         f"<verbs> of speech & names {latent}"])])
     run_score(cfg, ScriptedLLM(judge), tokenizer)
-    examples, scores = _intervention_rows(latents[:2])
-    _append(path / EXAMPLES, examples)
-    _append(path / SCORES, scores)
+    # the intervention scorer itself, on two latents, answered by the tiny model in-process
+    chosen = {(r["coder"], r["latent"]): r["explanation"]
+              for r in pq.read_table(path / "selection.parquet").to_pylist() if r["chosen"]}
+    settings = ScorerConfig(bootstrap_resamples=100, intervention_targets=TARGET_KLS, intervention_prompts=2,
+                            intervention_tokens=4)
+    client = TransformersClient(tiny_model, tokenizer, "tiny", batch_size=8)
+    context = ScoreContext(settings=settings, tokenizer=tokenizer, capabilities=client.capabilities,
+                           backend=client.backend, records={}, subject=SubjectModel(tiny_model, tokenizer, "tiny", bos),
+                           config=cfg, explanations=chosen)
+    out = score_latents(client, [InterventionScorer(settings, coders={"sae": coders[0]})], context,
+                        [LatentTask("sae", latent, chosen[("sae", latent)], []) for latent in latents[:2]])
+    _append(path / EXAMPLES, out.examples)
+    _append(path / SCORES, out.scores)
     (path / "analysis").mkdir()
     (path / "analysis" / "agreement.svg").write_text(
         '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40"><text x="4" y="24">agreement</text></svg>')

@@ -200,12 +200,14 @@ def _intervention(rows: list[dict]) -> list[dict]:
     for (kl, variant), members in sorted(groups.items(), key=lambda kv: (kv[0][0] if finite(kv[0][0]) else 0.0,
                                                                          order.get(kv[0][1], 9), str(kv[0][1]))):
         values = [m["value"] for m in members if finite(m.get("value"))]
-        out.append({"target_kl": fmt(kl, 2), "variant": variant,
+        out.append({"target_kl": f"{kl:g}" if finite(kl) else "–", "variant": variant,
+                    "explanation": members[0].get("explanation_used") if variant == "shuffled-explanation" else None,
                     "mean": fmt(sum(values) / len(values)) if values else "–", "n": len(values),
                     "samples": [{"prompt": m.get("prompt_text"), "clean": m.get("clean_text"),
                                  "steered": m.get("steered_text"), "value": fmt(m.get("value")),
-                                 "scale": fmt(m.get("scale")), "achieved_kl": fmt(m.get("achieved_kl")),
-                                 "error": m.get("error")} for m in members]})
+                                 "scale": fmt(m.get("scale")),
+                                 "achieved_kl": f'{m["achieved_kl"]:.3g}' if finite(m.get("achieved_kl")) else "–",
+                                 "error": m.get("error") or m.get("error_reason")} for m in members]})
     return out
 
 
