@@ -321,3 +321,20 @@ def test_negative_activations_are_shaded_apart():
     html = shaded(["a", "&lt;b&gt;", "c"], [2.0, -1.0, 0.0], 2.0)
     assert html == ('<span class="t p" style="--a:1.000" title="2">a</span>'
                     '<span class="t n" style="--a:0.500" title="-1">&lt;b&gt;</span>c')
+
+
+def test_rows_are_grouped_by_latent_across_chunks():
+    """Tables read from Parquet come in chunks; a latent's rows are found wherever they are, in file order, and
+    pooled rows (latent null) are left out."""
+    import pyarrow as pa
+
+    from lantern.report.data import Grouped
+
+    table = pa.concat_tables([pa.table({"coder": ["b", "a"], "latent": [1, 2], "v": [0, 1]}),
+                              pa.table({"coder": ["a", "b", "a"], "latent": [2, 1, None], "v": [2, 3, 4]})])
+    grouped = Grouped(table, ("coder", "latent"))
+    assert sorted(grouped.keys_present()) == [("a", 2), ("b", 1)]
+    assert [r["v"] for r in grouped.rows("a", 2)] == [1, 2] and [r["v"] for r in grouped.rows("b", 1)] == [0, 3]
+    assert grouped.rows("a", 1) == []
+    with pytest.raises(LanternError, match="x.parquet lacks the column"):
+        Grouped(pa.table({"latent": [1]}), ("coder", "latent"), "x.parquet")

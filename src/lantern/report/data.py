@@ -23,16 +23,18 @@ ANALYSIS_INDEX = Path("analysis") / "index.json"
 class Grouped:
     """A table's rows by key (latent, or coder and latent): sorted once, sliced per key on demand."""
 
-    def __init__(self, table: pa.Table | None, keys: tuple[str, ...]):
-        self.keys = keys
+    def __init__(self, table: pa.Table | None, keys: tuple[str, ...], source: str = "table"):
         self._spans: dict[tuple, tuple[int, int]] = {}
         self._table = table
         if table is None or table.num_rows == 0:
             return
+        missing = [k for k in keys if k not in table.column_names]
+        if missing:
+            raise LanternError(f"{source} lacks the column(s) {', '.join(missing)}; rerun the stage that writes it")
         table = table.filter(pc.is_valid(table.column("latent")))  # pooled rows (latent null) belong to analyses
-        codes = [np.asarray(pc.dictionary_encode(table.column(k)).combine_chunks().indices)
-                 if pa.types.is_string(table.column(k).type) or pa.types.is_large_string(table.column(k).type)
-                 else table.column(k).to_numpy() for k in keys]
+        columns = [table.column(k).combine_chunks() for k in keys]
+        codes = [np.asarray(pc.dictionary_encode(c).indices) if pa.types.is_string(c.type) or
+                 pa.types.is_large_string(c.type) else c.to_numpy(zero_copy_only=False) for c in columns]
         order = np.lexsort(codes[::-1])
         self._table = table.take(pa.array(order))
         sorted_codes = np.stack([c[order] for c in codes]) if codes else np.zeros((0, 0))
@@ -89,7 +91,8 @@ class RunData:
         """Records of one coder (read on first use: the largest files of a run)."""
         cached = self._records.get(coder)
         if cached is None:
-            cached = self._records[coder] = Grouped(_read(records_file(self.run_dir, coder)), ("latent",))
+            path = records_file(self.run_dir, coder)
+            cached = self._records[coder] = Grouped(_read(path), ("latent",), str(path))
         return cached
 
     def __post_init__(self):
@@ -123,14 +126,14 @@ def load_run(run_dir: Path) -> RunData:
         table = _read(run_dir / RECORDS / f"{coder}.latents.parquet")
         latents[coder] = table.to_pylist() if table is not None else []
     scores = _read(run_dir / SCORES)
-    pair = ("coder", "latent")
+    def grouped(name: str, table: pa.Table | None = None) -> Grouped:
+        table = _read(run_dir / name) if table is None else table
+        return Grouped(table, ("coder", "latent"), str(run_dir / name))
+
     data = RunData(run_dir=run_dir, config=config, coders=coders, manifests=manifests, latents=latents,
-                   explanations=Grouped(_read(run_dir / EXPLANATIONS), pair),
-                   selection=Grouped(_read(run_dir / SELECTION), pair), scores=Grouped(scores, pair),
-                   by_decile=Grouped(_read(run_dir / SCORES_BY_DECILE), pair),
-                   by_source=Grouped(_read(run_dir / SCORES_BY_SOURCE), pair),
-                   examples=Grouped(_read(run_dir / EXAMPLES), pair), scorers=_scorers(config, scores),
-                   analyses=_analyses(run_dir))
+                   explanations=grouped(EXPLANATIONS), selection=grouped(SELECTION), scores=grouped(SCORES, scores),
+                   by_decile=grouped(SCORES_BY_DECILE), by_source=grouped(SCORES_BY_SOURCE),
+                   examples=grouped(EXAMPLES), scorers=_scorers(config, scores), analyses=_analyses(run_dir))
     for coder in {key[0] for key in data.explanations.keys_present()} - set(coders):
         coders.append(coder)  # explained latents of a coder whose cache and records are gone
     return data
