@@ -280,6 +280,17 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
     console.print(f"validation written to [bold]{cfg.path / 'validate'}[/bold] (summary.json, summary.md)")
 
 
+@app.command()
+@clear_errors
+def report(run_dir: Path = typer.Argument(..., help="A run directory (any stage done).")):
+    """Write RUN_DIR/report/index.html: every latent in a sortable, filterable table, one page per latent."""
+    from lantern.report import build_report
+
+    result = build_report(run_dir)
+    console.print(f"report of {result['latents']} latents ({result['pages']} pages) in {result['seconds']:.1f}s → "
+                  f"[bold]{result['index']}[/bold]")
+
+
 def main() -> None:
     app()
 
