@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from conftest import TINY_HIDDEN, write_sparsify_folder
+from lantern.coders.base import safe_name
 from lantern.config import LLMConfig, RunConfig
 from lantern.explain.settings import ExplainerConfig
 from lantern.llm.base import Capabilities, LLMClient, Request, Response
@@ -29,7 +30,7 @@ RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=6, n_test_per_deci
                        n_similar_negatives=0, n_neighbour_negatives=0, min_windows=16)
 SAE_LATENTS = 48
 LATENTS = 5
-SCORERS = ["detection", "fuzzing", "surprisal", "embedding"]
+SCORERS = ["detection", "fuzzing", "embedding"]
 
 
 class Judge(LLMClient):
@@ -70,8 +71,8 @@ def coder_specs(root) -> list[str]:
 
 def build_run(run_dir, model_dir, coders: list[str], sampling: str = "top",
               cache_from: Path | None = None) -> RunConfig:
-    """A finished run. `cache_from`: reuse another run's cache (same model, corpus and coders), as a researcher
-    does who redraws the records with another explain sampling."""
+    """A finished run. `cache_from`: reuse another run's cache of these coders (the tokens and the coders' folders
+    named by `coders`' cache names), as a researcher does who redraws the records with another explain sampling."""
     cfg = RunConfig(run_dir=str(run_dir), model=str(model_dir), coders=coders, layer=2, tokens=4096, seq_len=128,
                     latents=LATENTS, scorers=SCORERS,
                     records=RecordConfig(**{**RECORDS.__dict__, "explain_sampling": sampling}),
@@ -81,7 +82,10 @@ def build_run(run_dir, model_dir, coders: list[str], sampling: str = "top",
     if cache_from is None:
         run_cache(cfg, subject)
     else:
-        shutil.copytree(Path(cache_from) / "cache", cfg.path / "cache")
+        names = [safe_name(Path(spec).name) for spec in coders]
+        shutil.copytree(Path(cache_from) / "cache", cfg.path / "cache",
+                        ignore=lambda d, entries: [e for e in entries if Path(d) == Path(cache_from) / "cache"
+                                                   and (Path(d) / e / "manifest.json").exists() and e not in names])
     run_records(cfg)
     client = make_client(cfg.llm, cfg.path, subject)
     try:
