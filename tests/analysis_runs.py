@@ -24,6 +24,7 @@ from lantern.pipeline.explain_stage import run_explain
 from lantern.pipeline.records_stage import run_records
 from lantern.pipeline.score_stage import run_score
 from lantern.records.build import RecordConfig
+from lantern.score.settings import ScorerConfig
 from lantern.summary import summarise
 
 RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=6, n_test_per_decile=1, n_negatives=4,
@@ -70,15 +71,17 @@ def coder_specs(root) -> list[str]:
 
 
 def build_run(run_dir, model_dir, coders: list[str], sampling: str = "top",
-              cache_from: Path | None = None) -> RunConfig:
+              cache_from: Path | None = None, subject=None) -> RunConfig:
     """A finished run. `cache_from`: reuse another run's cache of these coders (the tokens and the coders' folders
     named by `coders`' cache names), as a researcher does who redraws the records with another explain sampling."""
     cfg = RunConfig(run_dir=str(run_dir), model=str(model_dir), coders=coders, layer=2, tokens=4096, seq_len=128,
                     latents=LATENTS, scorers=SCORERS,
                     records=RecordConfig(**{**RECORDS.__dict__, "explain_sampling": sampling}),
-                    explainer=ExplainerConfig(), llm=LLMConfig(model=str(model_dir), batch_size=16))
+                    explainer=ExplainerConfig(max_tokens=16), llm=LLMConfig(model=str(model_dir), batch_size=16),
+                    # few bootstrap resamples, and the embedding scorer pools the first block (the cheapest)
+                    scoring=ScorerConfig(bootstrap_resamples=200, embedding_layer=0))
     cfg.save()
-    subject = load_subject_model(str(model_dir))
+    subject = subject or load_subject_model(str(model_dir))
     if cache_from is None:
         run_cache(cfg, subject)
     else:

@@ -28,14 +28,27 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def runs(tmp_path_factory, model_dir) -> tuple[Path, Path, list[str]]:
     """(a run with top explain sampling and four coders, one with random sampling of its first coder)."""
     root = tmp_path_factory.mktemp("analysis")
+    from lantern.models.loading import load_subject_model
+
     specs = coder_specs(root / "coders")
-    top = build_run(root / "top", model_dir, specs)
-    random = build_run(root / "random", model_dir, specs[:1], sampling="random", cache_from=top.path)
+    subject = load_subject_model(str(model_dir))
+    top = build_run(root / "top", model_dir, specs, subject=subject)
+    random = build_run(root / "random", model_dir, specs[:1], sampling="random", cache_from=top.path,
+                       subject=subject)
     return top.path, random.path, specs
 
 
 def lantern(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lantern.cli", *args], capture_output=True, text=True, timeout=900)
+
+
+def in_process(*args: str):
+    """The CLI in this process (typer's runner): for the commands that load no model, it saves an import of torch."""
+    from typer.testing import CliRunner
+
+    from lantern.cli import app
+
+    return CliRunner().invoke(app, list(args))
 
 
 def rows(path: Path) -> list[dict]:
@@ -109,8 +122,9 @@ def test_coder_comparison_is_scipys_mann_whitney(analysed):
     tests = rows(top / "analysis" / "coder_comparison_tests.parquet")
     assert {r["scorer"] for r in tests} >= {"detection", "fuzzing", "embedding"}
     for r in tests:
-        a = [s["score"] for s in scores if s["scorer"] == r["scorer"] and s["coder"] == r["coder_a"] and finite(s["score"])]
-        b = [s["score"] for s in scores if s["scorer"] == r["scorer"] and s["coder"] == r["coder_b"] and finite(s["score"])]
+        a, b = ([s["score"] for s in scores
+                 if s["scorer"] == r["scorer"] and s["coder"] == coder and finite(s["score"])]
+                for coder in (r["coder_a"], r["coder_b"]))
         ref = stats.mannwhitneyu(a, b, alternative="two-sided")
         assert (r["n_a"], r["n_b"]) == (len(a), len(b))
         assert r["u"] == ref.statistic and r["p_value"] == pytest.approx(ref.pvalue)
@@ -209,15 +223,16 @@ def _with_intervention(run: Path, dest: Path, seed: int = 0) -> dict[tuple, floa
 def test_intervention_distributions_and_scatter(runs, tmp_path):
     top, _, _ = runs
     truth = _with_intervention(top, tmp_path / "run")
-    done = lantern("analyse", str(tmp_path / "run"), "--only", "intervention", "--resamples", "500")
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = in_process("analyse", str(tmp_path / "run"), "--only", "intervention", "--resamples", "500")
+    assert done.exit_code == 0, done.output[-3000:]
     out = tmp_path / "run" / "analysis"
     entry = json.loads((out / "index.json").read_text())["analyses"]
     assert [e["name"] for e in entry] == ["intervention"] and entry[0]["status"] == "done"
     table = rows(out / "intervention.parquet")
     assert {r["target_kl"] for r in table} == {"0.5", "1", "3", "all"}
     for r in (r for r in table if r["target_kl"] != "all"):
-        mine = [v for (_, _, kl, variant), v in truth.items() if f"{kl:g}" == r["target_kl"] and variant == r["variant"]]
+        mine = [v for (_, _, kl, variant), v in truth.items()
+                if f"{kl:g}" == r["target_kl"] and variant == r["variant"]]
         assert r["latents"] == len(mine) == 20 and r["mean"] == pytest.approx(np.mean(mine))
         if r["variant"] != "latent":  # the planted gap is large: the paired test must see it
             assert r["paired_latents"] == 20 and r["wilcoxon_p_vs_latent"] < 1e-3
@@ -235,8 +250,8 @@ def test_a_run_without_results_gets_reasons_not_errors(runs, tmp_path):
     top, _, _ = runs
     (tmp_path / "bare").mkdir()
     shutil.copy(top / "config.json", tmp_path / "bare" / "config.json")
-    done = lantern("analyse", str(tmp_path / "bare"))
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = in_process("analyse", str(tmp_path / "bare"))
+    assert done.exit_code == 0, done.output[-3000:]
     index = json.loads((tmp_path / "bare" / "analysis" / "index.json").read_text())
     assert all(e["status"] == "skipped" and e["reason"] and not e["files"] for e in index["analyses"])
 
@@ -247,9 +262,9 @@ def test_bad_input_is_one_clear_line(runs, tmp_path):
                          (["analyse", str(top), "--only", "bogus"], "unknown analysis bogus"),
                          (["analyse", str(top), "--only", "cross_layer_overlap", "--pair", "layers_1,nope"],
                           "does not have")):
-        done = lantern(*args)
-        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
-        assert needle in " ".join(done.stderr.split()), done.stderr
+        done = in_process(*args)
+        assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+        assert needle in " ".join(done.output.split()), done.output
 
 
 def test_readme_duckdb_query_runs(runs):
@@ -257,7 +272,7 @@ def test_readme_duckdb_query_runs(runs):
 
     top, _, _ = runs
     section = README.read_text().split("## Analyses", 1)[1]
-    query = re.search(r"```sql\n(.*?)```", section, re.S).group(1).replace("runs/RUN", str(top))
+    query = re.search(r"```sql\n(.*?)```", section, re.DOTALL).group(1).replace("runs/RUN", str(top))
     result = duckdb.connect().sql(query).fetchall()
     scores = [r for r in rows(top / "scores.parquet") if finite(r["score"])]
     groups = {(r["coder"], r["scorer"]) for r in scores}

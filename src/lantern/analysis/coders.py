@@ -33,7 +33,8 @@ def run(ctx: Context) -> Analysed:
     scorers = sorted(s for s in metrics if sum(1 for (sc, _) in values if sc == s) >= 2)
     if not scorers:
         raise Skip(f"needs scores of two coders or more under one scorer; the run's coders with usable scores: "
-                   f"{sorted({c for _, c in values}) or 'none'} (cache several, e.g. --coders sae,neurons,neurons-topk)")
+                   f"{sorted({c for _, c in values}) or 'none'} "
+                   f"(cache several, e.g. --coders sae,neurons,neurons-topk)")
     result = Analysed()
     summary, tests = [], []
     for scorer in scorers:

@@ -118,7 +118,7 @@ def run(ctx: Context) -> Analysed:
     explained = explanations(ctx)
     pairs = coder_pairs(ctx, hooks, explained)
     if not pairs:
-        raise Skip(f"needs two coders at different layers with two or more explanations each; the run's coders: "
+        raise Skip("needs two coders at different layers with two or more explanations each; the run's coders: "
                    + (", ".join(f"{n} ({hooks[n]}, {len(explained.get(n, {}))} explained)" for n in hooks) or "none"))
     from lantern.score.embedders import make_embedder
 

@@ -93,7 +93,7 @@ def _plot(ctx: Context, rows: list[dict], result: Analysed) -> None:
             high = np.array([r["ci_high"] for r in mine])
             err = np.vstack([np.where(np.isfinite(low), y - low, 0), np.where(np.isfinite(high), high - y, 0)])
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
-        ax.set_xticks(range(0, 11), ["neg"] + [str(d) for d in range(1, 11)])
+        ax.set_xticks(range(11), ["neg"] + [str(d) for d in range(1, 11)])
         ax.set_xlabel("activation decile (neg = non-activating)")
         ax.set_ylabel("accuracy (mean over latents)")
         ax.set_ylim(-0.02, 1.02)
