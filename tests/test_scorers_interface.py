@@ -148,6 +148,11 @@ def test_cli_scorers_option(tmp_path, built_cache, model_dir):
     refused = CliRunner().invoke(app, ["score", "--run-dir", str(cfg.path), "--scorers", "detection,bogus"])
     assert refused.exit_code == 2 and "unknown scorer 'bogus'" in refused.output
     assert RunConfig.load(cfg.path).scorers == ["detection"]  # nothing saved
+    refused = CliRunner().invoke(app, ["score", "--run-dir", str(cfg.path), "--intervention-kl", "1,x"])
+    assert refused.exit_code == 2 and "--intervention-kl takes comma-separated numbers" in refused.output
+    refused = CliRunner().invoke(app, ["score", "--run-dir", str(cfg.path), "--intervention-kl", "0"])
+    assert refused.exit_code == 2 and "intervention_targets must be positive" in refused.output
+    assert RunConfig.load(cfg.path).scoring.intervention_targets == (0.5, 1.0, 3.0)  # nothing saved
     done = _lantern("score", "--run-dir", str(cfg.path), "--llm-model", str(model_dir),
                     "--scorers", "detection,surprisal,embedding,intruder")
     assert done.returncode == 0, done.stderr[-3000:]

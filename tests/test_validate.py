@@ -88,6 +88,26 @@ def test_planted_spec_loads_the_tokenizer_beside_the_model(model_dir, tiny_model
         load_coder("planted", tiny_model)  # built in memory: no directory to read a tokenizer from
 
 
+def test_planted_latents_promote_their_own_tokens_before_the_final_norm(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from lantern.explain.output_evidence import logit_lens, write_site
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    coder = load_coder("planted", model)
+    site = write_site(model, coder)
+    assert site.module is model.model.layers[-1] and site.side == "output"
+    directions = coder.decoder_directions()
+    assert directions.shape == (len(RULES), model.config.hidden_size)
+    lens = logit_lens(model, directions)[:, : coder.tables.shape[1]]
+    for i, rule in enumerate(RULES):
+        if rule.after or rule.always or rule.matches is None:
+            assert float(directions[i].abs().max()) == 0.0, rule.key  # no token set: writes nothing
+        else:  # its own tokens' logits rise above the average token's
+            own = coder.tables[i]
+            assert float(lens[i, own].mean()) > float(lens[i, ~own].mean()), rule.key
+
+
 def test_planted_coder_refuses_ids_outside_its_vocabulary(tokenizer):
     with pytest.raises(LanternError, match="outside its tokenizer's vocabulary"):
         PlantedCoder(tokenizer).encode(torch.tensor([[len(tokenizer)]]))

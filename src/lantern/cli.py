@@ -79,12 +79,21 @@ def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optiona
         cfg.records = replace(cfg.records, n_validation_per_decile=1)
 
 
-def _set_scorers(cfg: RunConfig, scorers: Optional[str]) -> None:
-    """Apply --scorers (checked before any model is loaded); scores can be redone with other scorers any time."""
+def _set_scorers(cfg: RunConfig, scorers: Optional[str], intervention_kl: Optional[str] = None) -> None:
+    """Apply --scorers and --intervention-kl (checked before any model is loaded); scores can be redone with
+    other scorers any time."""
+    import dataclasses
+
     from lantern.score.registry import parse_scorers
 
     if scorers is not None:
         cfg.scorers = parse_scorers(scorers)
+    if intervention_kl is not None:
+        try:
+            targets = tuple(float(x) for x in intervention_kl.split(",") if x.strip())
+        except ValueError:
+            raise LanternError(f"--intervention-kl takes comma-separated numbers (nats), not {intervention_kl!r}") from None
+        cfg.scoring = dataclasses.replace(cfg.scoring, intervention_targets=targets)
     cfg.scoring.check()
 
 
@@ -116,7 +125,9 @@ ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot
                                                       "(default: the run's explainer, else default).")
 CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
 ScorersOpt = typer.Option(None, "--scorers", help="Comma list of detection, fuzzing, simulation, surprisal, embedding, "
-                                                  "intruder (default: the run's, else detection,fuzzing).")
+                                                  "intruder, intervention (default: the run's, else detection,fuzzing).")
+KLOpt = typer.Option(None, "--intervention-kl", help="Target next-token KL divergences (nats) the intervention scorer "
+                                                     "steers each latent to, comma-separated (default 0.5,1,3).")
 
 
 @app.command()
@@ -179,13 +190,13 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-          scorers: Optional[str] = ScorersOpt):
+          scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt):
     """Score every explanation with the run's scorers (default detection and fuzzing)."""
     from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
 
     cfg = _load(run_dir)
-    _set_scorers(cfg, scorers)
+    _set_scorers(cfg, scorers, intervention_kl)
     cfg.save()
     subject = None
     if any(s.needs().subject_model for s in scorers_for(cfg)):
@@ -208,7 +219,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
-        scorers: Optional[str] = ScorersOpt):
+        scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -223,7 +234,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
-    _set_scorers(cfg, scorers)
+    _set_scorers(cfg, scorers, intervention_kl)
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -248,7 +259,7 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
              seed: int = SeedOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt,
              llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
              llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-             scorers: Optional[str] = ScorersOpt):
+             scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt):
     """Check the scorers on planted latents: TRUE explanations must beat SHUFFLED ones, RANDOM ones sit at chance."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -258,7 +269,7 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
     llm = _llm_config(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency, llm_prompt_logprobs)
     run_dir = run_dir or Path("runs") / datetime.now().strftime("validate-%Y%m%d-%H%M%S")
     cfg = validation_config(run_dir, model, corpus, tokens, llm, parse_scorers(scorers) if scorers else None, seed)
-    cfg.scoring.check()
+    _set_scorers(cfg, None, intervention_kl)
     subject = load_subject_model(cfg.model)
     client = make_client(cfg.llm, cfg.path, subject)
     try:

@@ -28,6 +28,9 @@ class SparseCoder(ABC):
     num_latents: int
     kind: str
     """Family, for reports: `sae`, `transcoder`, `neurons`, `neurons-topk`, `random`."""
+    write_hookpoint: str | None = None
+    """Where its decoder directions are added to the model (a module's output), when that is not decided by
+    its hookpoint and kind (explain/output_evidence.write_site); the planted coder writes before the final norm."""
 
     @abstractmethod
     def encode(self, x: torch.Tensor) -> SparseActs:

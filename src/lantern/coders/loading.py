@@ -85,7 +85,7 @@ def _planted(model: torch.nn.Module):
     except (OSError, ValueError) as err:
         raise LanternError(f"the planted coder reads the tokenizer's vocabulary, but no tokenizer loads from the "
                            f"model's source {source!r}: {str(err).splitlines()[0] if str(err) else err}") from None
-    return PlantedCoder(tokenizer)
+    return PlantedCoder(tokenizer, model=model)
 
 
 def coder_format(folder: Path) -> str | None:

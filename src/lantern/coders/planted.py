@@ -17,6 +17,7 @@ import torch
 
 from lantern.coders.base import SparseActs, SparseCoder
 from lantern.errors import LanternError
+from lantern.models.hookpoints import trunk
 
 COLONS = ";:"
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -99,7 +100,8 @@ def magnitude(ids: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
 class PlantedCoder(SparseCoder):
     """Latent i follows `RULES[i]`; values are `magnitude` where the rule holds, 0 elsewhere."""
 
-    def __init__(self, tokenizer, rules: tuple[Rule, ...] = RULES, name: str = "planted"):
+    def __init__(self, tokenizer, rules: tuple[Rule, ...] = RULES, name: str = "planted",
+                 model: torch.nn.Module | None = None):
         texts = token_texts(tokenizer)
         self.rules = rules
         self.tables = torch.tensor([[bool(r.matches and r.matches(t)) for t in texts] for r in rules],
@@ -112,6 +114,36 @@ class PlantedCoder(SparseCoder):
         self.d_in = 1
         self.num_latents = len(rules)
         self.kind = "planted"
+        self._directions = None if model is None else self._output_directions(model)
+        if model is not None:
+            self.write_hookpoint = f"layers.{len(trunk(model).layers) - 1}"
+
+    def _output_directions(self, model: torch.nn.Module) -> torch.Tensor:
+        """What each latent writes: a planted latent promotes the tokens it fires on. Its direction, added to
+        the residual stream before the final norm, raises the logits of its rule's tokens over the average
+        token: the mean unembedding row of those tokens minus that of all tokens, divided by the final norm's
+        per-dimension gain. Latents with no token set of their own (after "of", nowhere, everywhere) write
+        nothing (zero rows), so output-side scorers report them as failed rather than invent an effect."""
+        from lantern.explain.output_evidence import final_norm
+
+        unembed = model.get_output_embeddings().weight.detach().float()[: self.tables.shape[1]]
+        width = unembed.shape[1]
+        with torch.no_grad():
+            gain = final_norm(model)(torch.ones(1, width, dtype=next(model.parameters()).dtype)).float()[0]
+        if gain.abs().max() < 1e-6:  # a norm that centres (LayerNorm) maps ones to 0: take no gain
+            gain = torch.ones(width)
+        gain = torch.where(gain.abs() < 1e-3, torch.full_like(gain, 1e-3), gain)
+        average = unembed.mean(0)
+        rows = []
+        for rule, table in zip(self.rules, self.tables):
+            if rule.after or rule.always or not bool(table.any()):
+                rows.append(torch.zeros(width))
+            else:
+                rows.append((unembed[table].mean(0) - average) / gain)
+        return torch.stack(rows)
+
+    def decoder_directions(self) -> torch.Tensor | None:
+        return self._directions
 
     def explanations(self) -> dict[int, str]:
         """The true explanation of every latent."""

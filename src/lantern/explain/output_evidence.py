@@ -55,6 +55,9 @@ def write_site(model: torch.nn.Module, coder: SparseCoder) -> WriteSite:
     it reads; a transcoder reads the MLP's input (`layers.N.mlp:input`) and predicts its output; neurons are
     read at the down projection's input and write through it, i.e. into the MLP output. In each case that
     is the hookpoint module's output, except for an SAE trained on some module's input."""
+    if coder.write_hookpoint is not None:
+        hp = resolve_hookpoint(model, coder.write_hookpoint)
+        return WriteSite(module=module_of(model, hp), side=hp.read, name=f"{hp.module_path} ({hp.read})")
     hp = resolve_hookpoint(model, coder.hookpoint)
     module = module_of(model, hp)
     side = "input" if hp.read == "input" and coder.kind in ("sae", "random") else "output"

@@ -20,7 +20,7 @@ def _first(value) -> torch.Tensor:
 
 
 @contextmanager
-def _hook(module: torch.nn.Module, side: str, fn):
+def activation_hook(module: torch.nn.Module, side: str, fn):
     """Run `fn(activations) -> replacement or None` on the module's output (or first input) in each pass."""
     if side == "output":
         def on_output(mod, args, output):
@@ -43,7 +43,7 @@ def _hook(module: torch.nn.Module, side: str, fn):
         handle.remove()
 
 
-def _batch(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def right_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, the attention mask, and the mask of steered positions (real tokens after the BOS)."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
@@ -72,7 +72,7 @@ def steering_deltas(model: torch.nn.Module, module: torch.nn.Module, side: str, 
     Each vector is run on every prompt; vectors are batched so that one pass holds at most `max_logits`
     logits."""
     param = next(model.parameters())
-    ids, mask, steered = _batch(prompts, pad_id, param.device)
+    ids, mask, steered = right_padded(prompts, pad_id, param.device)
     base = _mean_logprobs(model, ids, mask, steered).mean(0)
     n_prompts, vocab = len(prompts), base.shape[-1]
     per_pass = max(1, max_logits // (n_prompts * ids.shape[1] * vocab))
@@ -80,7 +80,7 @@ def steering_deltas(model: torch.nn.Module, module: torch.nn.Module, side: str, 
     for lo in range(0, len(pushes), per_pass):
         chunk = pushes[lo:lo + per_pass].to(param.device, torch.float32)
         rows = chunk.repeat_interleave(n_prompts, dim=0)[:, None, :] * steered.repeat(len(chunk), 1)[..., None]
-        with _hook(module, side, lambda acts: acts + rows.to(acts.dtype)):
+        with activation_hook(module, side, lambda acts: acts + rows.to(acts.dtype)):
             steered_lp = _mean_logprobs(model, ids.repeat(len(chunk), 1), mask.repeat(len(chunk), 1),
                                         steered.repeat(len(chunk), 1))
         deltas.append((steered_lp.view(len(chunk), n_prompts, vocab).mean(1) - base).cpu())

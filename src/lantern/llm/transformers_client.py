@@ -81,12 +81,21 @@ class TransformersClient(LLMClient):
         return [a for a in answers if a is not None]
 
     def _top(self, logits: torch.Tensor, k: int) -> dict[str, float]:
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        values, ids = logprobs.topk(k)
-        out: dict[str, float] = {}
-        for token, lp in zip(self.tokenizer.convert_ids_to_tokens(ids.tolist()), values.tolist()):
-            text = token.replace("\u2581", " ")
-            out[text] = max(out.get(text, -1e9), lp)
+        return self._tops(torch.log_softmax(logits.float(), dim=-1)[None], k)[0]
+
+    def _tops(self, logprobs: torch.Tensor, k: int) -> list[dict[str, float]]:
+        """The k most likely tokens of each row of [n, vocab] log-probs (one topk and one id lookup for all
+        rows: per-row calls made echoed prompts cost ~5 ms per token on Gemma's 262k vocabulary)."""
+        values, ids = logprobs.topk(k, dim=-1)
+        tokens = self.tokenizer.convert_ids_to_tokens(ids.flatten().tolist())
+        flat_values = values.flatten().tolist()
+        out = []
+        for row in range(values.shape[0]):
+            top: dict[str, float] = {}
+            for token, lp in zip(tokens[row * k:(row + 1) * k], flat_values[row * k:(row + 1) * k]):
+                text = token.replace("\u2581", " ")
+                top[text] = max(top.get(text, -1e9), lp)
+            out.append(top)
         return out
 
     @torch.inference_mode()
@@ -103,9 +112,10 @@ class TransformersClient(LLMClient):
                 width = ids.shape[1]
                 row_logprobs = torch.log_softmax(all_logits[row, width - len(seq):-1].float(), dim=-1)
                 pieces = self.tokenizer.convert_ids_to_tokens(seq[1:])
-                extra["prompt"] = [[piece.replace("\u2581", " "), float(row_logprobs[i, tok]),
-                                    self._top(all_logits[row, width - len(seq) + i], max(top_logprobs, 1))]
-                                   for i, (piece, tok) in enumerate(zip(pieces, seq[1:]))]
+                own = row_logprobs.gather(1, torch.tensor(seq[1:])[:, None])[:, 0].tolist()
+                tops = self._tops(row_logprobs, max(top_logprobs, 1))
+                extra["prompt"] = [[piece.replace("\u2581", " "), lp, top]
+                                   for piece, lp, top in zip(pieces, own, tops)]
             responses.append(Response(text=text, first_token_logprobs=self._top(last, max(top_logprobs, 1)),
                                       prompt_tokens=len(seq), completion_tokens=1, extra=extra))
         return responses

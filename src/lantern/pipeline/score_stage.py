@@ -116,6 +116,8 @@ def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContex
     """Score every task with every scorer: plan all, answer all requests through ONE queue, evaluate each.
     (`lantern validate` reuses this with true, shuffled and random explanations.)"""
     check_needs(scorers, client.capabilities, client.backend)
+    if not context.explanations:
+        context.explanations = {(task.coder, task.latent): task.explanation for task in tasks}
     for scorer in scorers:
         scorer.setup(context)
     plans: list[tuple[Scorer, Plan]] = [(scorer, scorer.plan(task)) for task in tasks for scorer in scorers]

@@ -49,6 +49,9 @@ class ScoreContext:
     config: Any = None
     """The run's `RunConfig`, for scorers that need more of the run (the intervention scorer loads the coders
     from its coder specs and steers the subject model)."""
+    explanations: dict[tuple[str, int], str] = field(default_factory=dict)
+    """Every scored latent's explanation, by (coder, latent): the intervention scorer's shuffled baseline
+    borrows another latent's. Filled from the tasks when left empty."""
 
 
 @dataclass(frozen=True)

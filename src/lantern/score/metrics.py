@@ -100,6 +100,21 @@ def accuracy_vs_chance(correct: np.ndarray, chance: float, n_resamples: int = RE
             "p_value": float(p_value)}
 
 
+# --- means (intervention scores per prompt) -------------------------------------------------------------
+
+
+def mean_interval(values: np.ndarray, n_resamples: int = RESAMPLES, seed: int = 0,
+                  level: float = LEVEL) -> tuple[float, float]:
+    """Bootstrap percentile interval of the mean of the finite `values` (nan with fewer than two)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return NAN, NAN
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
+    return _interval(means, level)
+
+
 # --- AUROC (surprisal, embedding, simulation windows) -------------------------------------------------
 
 

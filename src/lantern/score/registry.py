@@ -6,13 +6,15 @@ from lantern.score.base import Scorer
 from lantern.score.detection import DetectionScorer
 from lantern.score.embedding import EmbeddingScorer
 from lantern.score.fuzzing import FuzzingScorer
+from lantern.score.intervention import InterventionScorer
 from lantern.score.intruder import IntruderScorer
 from lantern.score.settings import ScorerConfig
 from lantern.score.simulation import SimulationScorer
 from lantern.score.surprisal import SurprisalScorer
 
 SCORERS: dict[str, type[Scorer]] = {cls.name: cls for cls in (
-    DetectionScorer, FuzzingScorer, SimulationScorer, SurprisalScorer, EmbeddingScorer, IntruderScorer)}
+    DetectionScorer, FuzzingScorer, SimulationScorer, SurprisalScorer, EmbeddingScorer, IntruderScorer,
+    InterventionScorer)}
 
 
 def parse_scorers(spec: str) -> list[str]:

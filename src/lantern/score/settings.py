@@ -30,10 +30,20 @@ class ScorerConfig:
     windows share something the LLM can see, which needs no explanation."""
     bootstrap_resamples: int = 1000
     """Resamples behind every confidence interval."""
+    intervention_targets: tuple[float, ...] = (0.5, 1.0, 3.0)
+    """Next-token KL divergences (nats) each latent's steering strength is calibrated to."""
+    intervention_prompts: int = 8
+    """Neutral prompts steered per latent (the first n of explain/output_evidence.NEUTRAL_PROMPTS)."""
+    intervention_tokens: int = 16
+    """Tokens generated per steered or clean continuation (greedy)."""
+
+    def __post_init__(self):  # config.json stores the targets as a list
+        object.__setattr__(self, "intervention_targets", tuple(float(t) for t in self.intervention_targets))
 
     def check(self) -> None:
         """Refuse settings that cannot score (called before any model is loaded)."""
         from lantern.errors import LanternError
+        from lantern.explain.output_evidence import NEUTRAL_PROMPTS
 
         if self.simulation_mode not in SIMULATION_MODES:
             raise LanternError(f"unknown simulation_mode {self.simulation_mode!r}; use {', '.join(SIMULATION_MODES)}")
@@ -41,5 +51,11 @@ class ScorerConfig:
             raise LanternError(f"top_logprobs must be at least 1, not {self.top_logprobs}")
         if not 1 <= self.intruder_windows <= 8:
             raise LanternError(f"intruder_windows must be 1..8 (answers are one digit), not {self.intruder_windows}")
+        if not self.intervention_targets or any(t <= 0 for t in self.intervention_targets):
+            raise LanternError(f"intervention_targets must be positive KL values, not {self.intervention_targets}")
+        if not 1 <= self.intervention_prompts <= len(NEUTRAL_PROMPTS):
+            raise LanternError(f"intervention_prompts must be 1..{len(NEUTRAL_PROMPTS)}, not {self.intervention_prompts}")
+        if self.intervention_tokens < 1:
+            raise LanternError(f"intervention_tokens must be at least 1, not {self.intervention_tokens}")
         if self.bootstrap_resamples < 10:
             raise LanternError(f"bootstrap_resamples must be at least 10, not {self.bootstrap_resamples}")
