@@ -1,6 +1,7 @@
 """Real run directories for tests/test_analysis*.py: the whole pipeline (cache, records, explain, score, summary)
 on the tiny Gemma 3 of conftest, which is also the in-process LLM: it writes the explanations (noise, as a random
-model does) and answers the surprisal scorer's prompt log-probs; the embedding scorer reads its hidden states.
+model does); the embedding scorer reads its hidden states. (The intervention scorer is left out: on 20 latents
+it ran past 14 minutes on this loaded 2-core machine; tests/test_analysis.py writes its rows as it does.)
 Its yes/no answers are unreadable (no yes/no among its top tokens), so a scripted judge answers the detection and
 fuzzing prompts with a pseudo-random P(yes) per prompt: the analyses are tested on what the run files hold, not on
 any scorer's judgement."""

@@ -189,13 +189,14 @@ def test_explanation_cost_sums_the_usage_files(analysed):
 
 
 def _with_intervention(run: Path, dest: Path, seed: int = 0) -> dict[tuple, float]:
-    """A copy of `run` with intervention rows as the intervention scorer writes them (its data contract): the
+    """A copy of `run` with intervention rows as the intervention scorer (score/intervention.py) writes them: the
     latent's own explanation predicts steering (~0.5 nats/token, rising with fuzzing), the controls do not."""
     shutil.copytree(run, dest, ignore=shutil.ignore_patterns("cache", "analysis", "llm_cache.sqlite"))
     rng = np.random.default_rng(seed)
-    scores = rows(dest / "scores.parquet")
+    scores = [r for r in rows(dest / "scores.parquet") if r["scorer"] != "intervention"]  # planted ones instead
     fuzzing = {(r["coder"], r["latent"]): r["score"] for r in scores if r["scorer"] == "fuzzing"}
-    examples, added, truth = rows(dest / "examples.parquet"), [], {}
+    examples = [r for r in rows(dest / "examples.parquet") if r["scorer"] != "intervention"]
+    added, truth = [], {}
     for (coder, latent), fz in fuzzing.items():
         base = {"latent": 0.3 + (fz if finite(fz) else 0.5), "random-direction": 0.0, "shuffled-explanation": 0.05}
         per_variant = {}
