@@ -229,6 +229,9 @@ def test_intervention_distributions_and_scatter(runs, tmp_path):
     out = tmp_path / "run" / "analysis"
     entry = json.loads((out / "index.json").read_text())["analyses"]
     assert [e["name"] for e in entry] == ["intervention"] and entry[0]["status"] == "done"
+    assert in_process("analyse", str(tmp_path / "run"), "--only", "explanation_cost").exit_code == 0
+    entries = json.loads((out / "index.json").read_text())["analyses"]  # --only keeps the other entries
+    assert [e["name"] for e in entries] == ["intervention", "explanation_cost"]
     table = rows(out / "intervention.parquet")
     assert {r["target_kl"] for r in table} == {"0.5", "1", "3", "all"}
     for r in (r for r in table if r["target_kl"] != "all"):

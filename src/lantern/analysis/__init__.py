@@ -9,7 +9,7 @@ from pathlib import Path
 from lantern.analysis import agreement, coders, cost, intervention, overlap, sampling
 from lantern.analysis.common import INDEX, Context, Skip, load_run
 from lantern.errors import LanternError
-from lantern.io import write_json
+from lantern.io import read_json, write_json
 
 ANALYSES = {m.NAME: m for m in (agreement, sampling, intervention, coders, overlap, cost)}
 
@@ -38,6 +38,11 @@ def run_analyses(run_dir: Path, compare: list[Path] = (), only: list[str] | None
             entry.update(status="done", reason=None, files=done.files, n=done.n, notes=done.notes)
         entry["seconds"] = round(time.perf_counter() - started, 3)
         entries.append(entry)
+    if only and (ctx.out_dir / INDEX).exists():  # keep what earlier runs of the other analyses wrote
+        done = {e["name"] for e in entries}
+        earlier = {e["name"]: e for e in read_json(ctx.out_dir / INDEX).get("analyses", []) if e["name"] not in done}
+        entries = [next(e for e in entries if e["name"] == n) if n in done else earlier[n]
+                   for n in ANALYSES if n in done or n in earlier]
     index = {"run_dir": str(ctx.run_dir), "compared_runs": [str(c.path) for c in ctx.compare],
              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "resamples": resamples,
              "seed": seed, "analyses": entries}

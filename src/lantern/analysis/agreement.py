@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from lantern.analysis.common import Analysed, Context, Skip, number, read_rows, subplots, write_figure, write_table
+from lantern.analysis.common import Analysed, Context, Skip, headline, read_rows, subplots, write_figure, write_table
 from lantern.analysis.stats import spearman_ci
 from lantern.pipeline.files import SCORES
 
@@ -21,8 +21,9 @@ def score_table(rows: list[dict]) -> tuple[dict[tuple[str, int], dict[str, float
     table: dict[tuple[str, int], dict[str, float]] = {}
     metrics: dict[str, str] = {}
     for row in rows:
-        table.setdefault((row["coder"], row["latent"]), {})[row["scorer"]] = number(row.get("score"))
-        metrics.setdefault(row["scorer"], row.get("metric") or "score")
+        value, metric = headline(row)
+        table.setdefault((row["coder"], row["latent"]), {})[row["scorer"]] = value
+        metrics.setdefault(row["scorer"], metric)
     return table, metrics
 
 
@@ -44,6 +45,9 @@ def run(ctx: Context) -> Analysed:
             x = [table[k].get(a, np.nan) for k in keys]
             y = [table[k].get(b, np.nan) for k in keys]
             c = spearman_ci(x, y, ctx.resamples, ctx.seed)
+            if scope == "all" and c.n >= 3 and not np.isfinite(c.value):
+                result.notes.append(f"{a} vs {b}: no rank correlation, one of them is constant over the {c.n} "
+                                    f"latents both scored (e.g. a judge that says yes to everything)")
             out.append({"coder": scope, "scorer_a": a, "metric_a": metrics[a], "scorer_b": b, "metric_b": metrics[b],
                         "n": c.n, "spearman": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high,
                         "p_value": c.p_value})

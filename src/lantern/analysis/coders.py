@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from lantern.analysis.common import Analysed, Context, Skip, number, read_rows, subplots, write_figure, write_table
+from lantern.analysis.common import Analysed, Context, Skip, headline, read_rows, subplots, write_figure, write_table
 from lantern.analysis.stats import holm, mann_whitney, mean_ci
 from lantern.pipeline.files import SCORES
 
@@ -26,10 +26,10 @@ def run(ctx: Context) -> Analysed:
     values: dict[tuple[str, str], list[float]] = {}
     metrics: dict[str, str] = {}
     for r in rows:
-        v = number(r.get("score"))
+        v, metric = headline(r)
         if np.isfinite(v):
             values.setdefault((r["scorer"], r["coder"]), []).append(v)
-            metrics.setdefault(r["scorer"], r.get("metric") or "score")
+            metrics.setdefault(r["scorer"], metric)
     scorers = sorted(s for s in metrics if sum(1 for (sc, _) in values if sc == s) >= 2)
     if not scorers:
         raise Skip(f"needs scores of two coders or more under one scorer; the run's coders with usable scores: "
@@ -57,7 +57,7 @@ def run(ctx: Context) -> Analysed:
     write_table(ctx, NAME, summary, result)
     write_table(ctx, TESTS, tests, result)
     _plot(ctx, scorers, metrics, values, result)
-    result.n = len({(r["coder"], r["latent"]) for r in rows if np.isfinite(number(r.get("score")))})
+    result.n = len({(r["coder"], r["latent"]) for r in rows if np.isfinite(headline(r)[0])})
     return result
 
 

@@ -90,6 +90,14 @@ def number(value) -> float:
     return math.nan if value is None else float(value)
 
 
+def headline(row: dict) -> tuple[float, str]:
+    """A scores.parquet row's headline (value, metric name). Runs scored before scorers named a headline carry
+    detection/fuzzing metrics only: their balanced accuracy is the headline those scorers have now."""
+    if "score" in row or "metric" in row:
+        return number(row.get("score")), row.get("metric") or "score"
+    return number(row.get("balanced_accuracy")), "balanced_accuracy"
+
+
 def write_table(ctx: Context, name: str, rows: list[dict], result: Analysed) -> None:
     """`name.parquet` and `name.csv` (the same rows; every row gets every column)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from lantern.analysis.common import Analysed, Context, Skip, number, read_rows, subplots, write_figure, write_table
+from lantern.analysis.common import (Analysed, Context, Skip, headline, number, read_rows, subplots, write_figure,
+                                     write_table)
 from lantern.analysis.stats import fit_line, mean_ci
 from lantern.pipeline.files import EXAMPLES, SCORES
 
@@ -104,8 +105,8 @@ def _distributions(ctx: Context, table, kls: list[str], result: Analysed) -> Non
 
 
 def _scatter(ctx: Context, scores: list[dict], result: Analysed) -> None:
-    fuzzing = {(r["coder"], r["latent"]): (number(r.get("score")), r.get("metric"))
-               for r in read_rows(ctx.run_dir / SCORES) if r["scorer"] == "fuzzing"}
+    fuzzing = {(r["coder"], r["latent"]): headline(r) for r in read_rows(ctx.run_dir / SCORES)
+               if r["scorer"] == "fuzzing"}
     if not fuzzing:
         result.notes.append("no fuzzing scores in this run: the intervention vs fuzzing scatter is left out "
                             "(score with `--scorers fuzzing,intervention`)")
