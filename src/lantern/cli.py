@@ -291,6 +291,45 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory (any stage 
                   f"[bold]{result['index']}[/bold]")
 
 
+@app.command()
+@clear_errors
+def analyse(run_dir: Path = typer.Argument(..., help="Run directory to analyse."),
+            compare: list[Path] = typer.Option([], "--compare", help="Another run to compare with (repeatable): "
+                                               "e.g. the same cache with another records.explain_sampling."),
+            only: Optional[str] = typer.Option(None, "--only", help="Comma list of analyses (default: all)."),
+            pair: list[str] = typer.Option([], "--pair", help="Coders A,B for the cross-layer overlap (repeatable; "
+                                                             "default: every two coders at different layers)."),
+            resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples per interval."),
+            seed: int = SeedOpt):
+    """Tables and figures of the paper's analyses under RUN_DIR/analysis/ (index.json lists them)."""
+    from rich.table import Table
+
+    from lantern.analysis import run_analyses
+
+    pairs = None
+    if pair:
+        pairs = []
+        for p in pair:
+            names = [n.strip() for n in p.split(",")]
+            if len(names) != 2 or not all(names):
+                raise LanternError(f"--pair {p!r}: expected two coder names, e.g. --pair layers_6,layers_12")
+            pairs.append((names[0], names[1]))
+    index = run_analyses(run_dir, compare, [n.strip() for n in only.split(",") if n.strip()] if only else None,
+                         pairs, resamples, seed)
+    table = Table("analysis", "status", "n", "files / reason")
+    for entry in index["analyses"]:
+        table.add_row(entry["name"], entry["status"], str(entry["n"]),
+                      ", ".join(f for f in entry["files"] if f.endswith(".png")) if entry["status"] == "done"
+                      else entry["reason"])
+    Console().print(table)
+    console.print(f"analyses written to [bold]{Path(run_dir) / 'analysis'}[/bold] (index.json)")
+    failed = [e for e in index["analyses"] if e["status"] == "error"]
+    if failed:
+        for entry in failed:
+            console.print(f"[red]error:[/red] {entry['name']}: {entry['reason']}")
+        raise typer.Exit(2)
+
+
 def main() -> None:
     app()
 
