@@ -163,5 +163,6 @@ def _analyses(run_dir: Path) -> list[dict]:
             if found is not None:
                 files.append(found)
         out.append({"name": entry["name"], "title": entry.get("title") or entry["name"],
-                    "description": entry.get("description", ""), "files": files})
+                    "description": entry.get("description", ""), "files": files,
+                    "status": entry.get("status", "done"), "reason": entry.get("reason") or ""})
     return out
