@@ -124,50 +124,82 @@ def assert_same_results(a: Path, b: Path, ignore: set[str] = VOLATILE) -> int:
     return len(files)
 
 
-def test_ray_run_equals_local_run(ray_local, inputs, local_run):
-    cfg = _config(inputs, "ray")
-    executor = make_executor(ExecutorConfig(kind="ray", partitions=3))
-    out = _run_all(cfg, executor)
-    # every stage ran as several partitions in Ray workers, none in this process
-    for stage in ("explain", "score"):
-        parts = out[stage]["partitions"]
-        assert len(parts) == 3 and all(p["pid"] != os.getpid() for p in parts), stage
-    n_files = assert_same_results(local_run, cfg.path, ignore=VOLATILE | PAID)
-    assert n_files >= 10  # records, latents, explanations, scores, examples, by decile/source, usage...
-    assert pq.read_table(cfg.path / "scores.parquet").num_rows == 2 * 3 * 2  # coders x latents x scorers
-    assert not (cfg.path / "partitions").exists()
+def _worker_titles() -> dict[int, str]:
+    """pid -> process title of every Ray worker on this machine (a busy worker is titled `ray::<task>`)."""
+    titles = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::"):
+                titles[int(entry.name)] = title
+    return titles
 
 
-def test_killed_worker_is_retried_and_no_partial_partition_is_merged(ray_local, inputs, local_run):
-    """SIGKILL the worker that is writing an explain partition (found by the pid in its staging folder's
-    name): Ray re-runs the task in another worker, the merge reads only renamed partitions, and the results
-    equal the local run's."""
-    cfg = _config(inputs, "killed")
-    staging = cfg.path / "partitions" / "explain"
-    killed: list[tuple[int, int]] = []
-    stop = threading.Event()
+class Killer(threading.Thread):
+    """SIGKILLs one Ray worker in the middle of a cache partition (found by its process title) and one in the
+    middle of writing an explain partition (found by the pid in its staging folder's name)."""
 
-    def killer():
+    def __init__(self, run_dir: Path):
+        super().__init__(daemon=True)
+        self.staging = run_dir / "partitions" / "explain"
+        self.killed: dict[str, int] = {}
+        self.stop = threading.Event()
+
+    def run(self):
         pattern = re.compile(r"^\.part-(\d{5})\.(\d+)\.[0-9a-f]+\.partial$")
-        while not stop.is_set() and not killed:
-            for entry in staging.glob(".part-*.partial") if staging.exists() else []:
-                match = pattern.match(entry.name)
-                if match and int(match.group(2)) != os.getpid():
-                    os.kill(int(match.group(2)), signal.SIGKILL)
-                    killed.append((int(match.group(1)), int(match.group(2))))
-                    break
+        while not self.stop.is_set() and len(self.killed) < 2:
+            if "cache" not in self.killed:
+                busy = [pid for pid, title in _worker_titles().items() if "cache" in title]
+                if busy:
+                    os.kill(busy[0], signal.SIGKILL)
+                    self.killed["cache"] = busy[0]
+            elif self.staging.exists():
+                for entry in self.staging.glob(".part-*.partial"):
+                    match = pattern.match(entry.name)
+                    if match and int(match.group(2)) != os.getpid():
+                        os.kill(int(match.group(2)), signal.SIGKILL)
+                        self.killed["explain"] = int(match.group(2))
+                        break
             time.sleep(0.002)
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+
+@pytest.fixture(scope="module")
+def ray_run(ray_local, inputs):
+    cfg = _config(inputs, "ray")
+    killer = Killer(cfg.path)
+    killer.start()
     try:
         out = _run_all(cfg, make_executor(ExecutorConfig(kind="ray", partitions=3)))
     finally:
-        stop.set()
-        thread.join()
-    assert killed, "no explain partition was caught mid-write"
-    index, pid = killed[0]
-    record = out["explain"]["partitions"][index]
-    assert record["index"] == index and record["pid"] != pid  # re-run by another worker
-    assert_same_results(local_run, cfg.path, ignore=VOLATILE | PAID)
-    assert not (cfg.path / "partitions").exists()
+        killer.stop.set()
+        killer.join()
+    return cfg.path, out, killer.killed
+
+
+def test_ray_run_equals_local_run(ray_run, local_run):
+    run_dir, out, _ = ray_run
+    # every stage ran as several partitions, each in a Ray worker, none in this process
+    for stage in ("cache", "explain", "score"):
+        parts = out[stage]["partitions"]
+        assert len(parts) == 3 and all(p["pid"] != os.getpid() for p in parts), stage
+        assert [p["index"] for p in parts] == [0, 1, 2]
+    n_files = assert_same_results(local_run, run_dir, ignore=VOLATILE | PAID)
+    assert n_files >= 10  # records, latents, explanations, scores, examples, by decile/source, usage...
+    assert pq.read_table(run_dir / "scores.parquet").num_rows == 2 * 3 * 2  # coders x latents x scorers
+    assert not (run_dir / "partitions").exists()
+
+
+def test_killed_worker_is_retried_and_no_partial_partition_is_merged(ray_run):
+    """The killed workers' partitions were finished by other workers (so Ray re-ran them), and the results
+    above, which read only renamed partitions, equal the local run's: the half-written ones were never merged."""
+    run_dir, out, killed = ray_run
+    assert set(killed) == {"cache", "explain"}, f"a worker was not caught mid-partition: {killed}"
+    for stage, pid in killed.items():
+        writers = [p["pid"] for p in out[stage]["partitions"]]
+        assert pid not in writers, f"{stage}: the killed worker {pid} cannot have finished a partition"
+    # the killed explain attempt had answers in the response cache when it died: its re-run reused them
+    usage = pq.read_table(run_dir / "usage" / "explain.parquet").to_pylist()
+    assert len(usage) == 2 * 3 and not any(r["failed"] for r in usage)

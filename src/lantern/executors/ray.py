@@ -7,6 +7,7 @@ worker killed mid-task leaves nothing the merge would read, and its re-run start
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from typing import Any, Callable, Sequence
 
@@ -29,6 +30,18 @@ def _ray():
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once on a head node nothing listens at (Ray itself retries for minutes)."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except (OSError, ValueError) as err:
+        raise LanternError(f"no Ray cluster at {address} ({err}); start one with `ray start --head` (it prints the "
+                           f"address) or leave --ray-address out for a local Ray") from err
+
+
 class RayExecutor(Executor):
     name = "ray"
 
@@ -38,6 +51,7 @@ class RayExecutor(Executor):
         self.started = False
         if not ray.is_initialized():
             if cfg.address:
+                _check_reachable(cfg.address)
                 try:
                     ray.init(address=cfg.address, log_to_driver=True)
                 except (ConnectionError, ValueError, RuntimeError) as err:
