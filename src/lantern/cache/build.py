@@ -120,7 +120,8 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
 
     `run_batches(batches, coder names, window hookpoint)`, where given, computes the runs of those batches
     elsewhere (e.g. as Ray tasks that each call `cache_batches` on a corpus shard) and returns the forward
-    seconds; by default they are computed here. Either way the runs land in the same folders and the merge below combines them."""
+    seconds; by default they are computed here. Either way the runs land in the same folders, which the merge
+    below combines."""
     cache_dir = Path(cache_dir)
     if tokens.size == 0:
         raise LanternError("no tokens to cache: the corpus is empty")
@@ -225,7 +226,8 @@ def cache_batches(cache_dir: Path, model: torch.nn.Module, model_name: str, code
                 writers[coder.name].add(batch, *sparse_to_triplets(sparse, token_offset, keep, options.value_dtype))
             if embed:
                 window_index.part_path(cache_dir, batch).parent.mkdir(parents=True, exist_ok=True)
-                write_npy(window_index.part_path(cache_dir, batch), window_index.block_embeddings(acts[window_hp.name], proj))
+                write_npy(window_index.part_path(cache_dir, batch),
+                          window_index.block_embeddings(acts[window_hp.name], proj))
             bar.advance(task)
     for writer in writers.values():
         writer.flush()

@@ -7,6 +7,7 @@ worker killed mid-task leaves nothing the merge would read, and its re-run start
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from typing import Any, Callable, Sequence
@@ -49,6 +50,7 @@ class RayExecutor(Executor):
         ray = _ray()
         self.cfg = cfg
         self.started = False
+        self.temp_dir: str | None = None
         if not ray.is_initialized():
             if cfg.address:
                 _check_reachable(cfg.address)
@@ -60,7 +62,9 @@ class RayExecutor(Executor):
             else:
                 for key, value in LOCAL_ENV.items():
                     os.environ.setdefault(key, value)
-                ray.init(include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="lantern-ray-", dir="/tmp"))
+                # a short folder of its own: Ray's socket paths have a length limit
+                self.temp_dir = tempfile.mkdtemp(prefix="lantern-ray-", dir="/tmp")
+                ray.init(include_dashboard=False, _temp_dir=self.temp_dir)
             self.started = True
 
     def default_partitions(self) -> int:
@@ -100,3 +104,6 @@ class RayExecutor(Executor):
         if self.started:
             _ray().shutdown()
             self.started = False
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None

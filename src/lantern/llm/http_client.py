@@ -61,7 +61,8 @@ class HTTPClient(LLMClient):
         n_pools = max(1, -(-self.concurrency // CONNECTIONS_PER_POOL))
         size = -(-self.concurrency // n_pools)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        tls = ssl.create_default_context() if any(u.startswith("https") for u in self.base_urls) else False  # built once, shared
+        https = any(u.startswith("https") for u in self.base_urls)
+        tls = ssl.create_default_context() if https else False  # built once, shared
         async with contextlib.AsyncExitStack() as stack:
             self._pools = [await stack.enter_async_context(
                 httpx.AsyncClient(timeout=self.timeout, headers=self._headers, limits=limits, verify=tls))

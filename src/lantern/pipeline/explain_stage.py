@@ -82,12 +82,16 @@ def attach_output_evidence(cfg: RunConfig, evidence: list[LatentEvidence],
     return [replace(e, output=found[(e.coder, e.latent)]) for e in evidence]
 
 
-def _note_missing_records(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
-    """Say early what the records lack for this explainer (the run still goes on)."""
+def _note_missing_validation(cfg: RunConfig) -> None:
+    """Say early what the records lack for choosing among candidates (the run still goes on)."""
     if cfg.explainer.candidates > 1 and not cfg.records.n_validation_per_decile:
         console.print(f"[yellow]note:[/yellow] {cfg.explainer.candidates} candidates per latent, but the records have "
                       f"no validation windows to choose among them (records.n_validation_per_decile = 0): "
                       f"`lantern score` will refuse; rebuild the records with n_validation_per_decile >= 1")
+
+
+def _note_missing_negatives(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
+    """Say which latents a contrastive explainer sees without contrast (the run still goes on)."""
     without = sum(not e.negatives for e in evidence) if explainer.name == "contrastive" else 0
     if without:
         console.print(f"[yellow]note:[/yellow] {without} of {len(evidence)} latent(s) have no explain negatives "
@@ -124,7 +128,7 @@ def explain_partition(cfg: RunConfig, index: int, keys: list[tuple[str, int]]) -
         evidence = gather_evidence(cfg, keys)
         if explainer.needs_output_evidence:
             evidence = attach_output_evidence(cfg, evidence, resources.subject_model(cfg))
-        _note_missing_records(cfg, explainer, evidence)
+        _note_missing_negatives(cfg, explainer, evidence)
         per_latent = [explainer.requests(tokenizer, e, cfg.explainer) for e in evidence]
         responses = complete_all(client, [r for requests in per_latent for r in requests], "explain")
         write_usage(folder, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}
@@ -132,8 +136,8 @@ def explain_partition(cfg: RunConfig, index: int, keys: list[tuple[str, int]]) -
                                         for candidate in range(len(requests))], responses)
         rows = explanation_rows(explainer, f"{client.backend}:{client.model_id}", evidence, per_latent, responses)
         write_parquet(folder / EXPLANATIONS, rows)
-        return {"latents": len(evidence), "explained": len({(r["coder"], r["latent"]) for r in rows if not r["failed"]}),
-                "candidates": len(rows)}
+        explained = {(r["coder"], r["latent"]) for r in rows if not r["failed"]}
+        return {"latents": len(evidence), "explained": len(explained), "candidates": len(rows)}
 
     return partitions.write_partition(cfg.path, "explain", index, write)
 
@@ -146,6 +150,7 @@ def run_explain(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None,
     cfg.explainer.check()
     explainer = explainer_for(cfg.explainer)
     executor = executor or LocalExecutor()
+    _note_missing_validation(cfg)
     keys = recorded_latents(cfg)
     groups = [keys[a:b] for a, b in split_ranges(len(keys), executor.partitions(len(keys)))]
     partitions.begin(cfg.path, "explain")

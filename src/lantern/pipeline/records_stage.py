@@ -60,8 +60,9 @@ def records_partition(cfg: RunConfig, name: str, index: int, survey_: Survey, bl
         extras = load_extras(cache, cfg)
         with progress_bar() as bar:
             task = bar.add_task(f"records {name} [{index}]", total=sum(len(inside) for _, _, inside in blocks))
-            table = build_blocks(cache, cfg.records, Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.records.ctx_len),
-                                 survey_, blocks, extras, on_block=lambda n: bar.advance(task, n))
+            grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.records.ctx_len)
+            table = build_blocks(cache, cfg.records, grid, survey_, blocks, extras,
+                                 on_block=lambda n: bar.advance(task, n))
         write_parquet(records_file(folder, name), table)
         return {"rows": table.num_rows}
 

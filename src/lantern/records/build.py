@@ -353,7 +353,8 @@ def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None, 
     return table, records_summary(table, selected, survey_, cache, cfg)
 
 
-def records_summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cache: LatentCache, cfg: RecordConfig) -> list[dict]:
+def records_summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cache: LatentCache,
+                    cfg: RecordConfig) -> list[dict]:
     latent = table.column("latent").to_numpy()
     split = table.column("split").to_numpy(zero_copy_only=False)
     kind = table.column("kind").to_numpy(zero_copy_only=False)
