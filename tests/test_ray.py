@@ -22,7 +22,7 @@ import pytest
 
 from conftest import TINY_HIDDEN, write_sparsify_folder
 from lantern.config import LLMConfig, RunConfig
-from lantern.executors.base import ExecutorConfig, make_executor
+from lantern.executors.base import ExecutorConfig, make_executor, split_ranges
 from lantern.executors.local import LocalExecutor
 from lantern.executors.ray import LOCAL_ENV
 from lantern.llm.factory import make_client
@@ -124,8 +124,16 @@ def assert_same_results(a: Path, b: Path, ignore: set[str] = VOLATILE) -> int:
     return len(files)
 
 
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def _worker_titles() -> dict[int, str]:
-    """pid -> process title of every Ray worker on this machine (a busy worker is titled `ray::<task>`)."""
+    """pid -> process title of this test's Ray workers (descendants of this process; a busy worker is titled
+    `ray::<task>`). Other Ray instances on the machine are never touched."""
     titles = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -135,7 +143,14 @@ def _worker_titles() -> dict[int, str]:
                 continue
             if title.startswith("ray::"):
                 titles[int(entry.name)] = title
-    return titles
+    mine = {}
+    for pid, title in titles.items():
+        ancestor = pid
+        while ancestor > 1 and ancestor != os.getpid():
+            ancestor = _parent(ancestor)
+        if ancestor == os.getpid():
+            mine[pid] = title
+    return mine
 
 
 class Killer(threading.Thread):
@@ -159,7 +174,7 @@ class Killer(threading.Thread):
             elif self.staging.exists():
                 for entry in self.staging.glob(".part-*.partial"):
                     match = pattern.match(entry.name)
-                    if match and int(match.group(2)) != os.getpid():
+                    if match and int(match.group(2)) in _worker_titles():
                         os.kill(int(match.group(2)), signal.SIGKILL)
                         self.killed["explain"] = int(match.group(2))
                         break
@@ -203,3 +218,15 @@ def test_killed_worker_is_retried_and_no_partial_partition_is_merged(ray_run):
     # the killed explain attempt had answers in the response cache when it died: its re-run reused them
     usage = pq.read_table(run_dir / "usage" / "explain.parquet").to_pylist()
     assert len(usage) == 2 * 3 and not any(r["failed"] for r in usage)
+
+
+def test_a_task_error_reaches_the_driver_as_the_same_clear_error(ray_local, tmp_path):
+    """Bad input found inside a Ray task is not retried and arrives as a LanternError with its message."""
+    from lantern.errors import LanternError
+    from lantern.executors import partitions
+
+    executor = make_executor(ExecutorConfig(kind="ray"))
+    with pytest.raises(LanternError, match="part-00000 of 1 did not finish"):
+        executor.map(partitions.finished, [(tmp_path, "nothing", 1)], "check")
+    # results come back in the order of the calls
+    assert executor.map(split_ranges, [(4, 2), (3, 3)], "ok") == [[(0, 2), (2, 4)], [(0, 1), (1, 2), (2, 3)]]
