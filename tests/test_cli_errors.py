@@ -116,3 +116,17 @@ def test_unknown_llm_backend_is_a_clear_error(tmp_path):
     RunConfig(run_dir=str(tmp_path / "run")).save()
     done = _lantern("explain", "--run-dir", str(tmp_path / "run"), "--llm-backend", "gpt")
     _assert_one_clear_line(done, "unknown LLM backend 'gpt'")
+
+
+def test_executor_options_are_checked(tmp_path):
+    from lantern.config import RunConfig
+
+    RunConfig(run_dir=str(tmp_path / "run")).save()
+    run = ["records", "--run-dir", str(tmp_path / "run")]
+    _assert_one_clear_line(_lantern(*run, "--executor", "spark"), "unknown executor 'spark'", "local, ray")
+    _assert_one_clear_line(_lantern(*run, "--ray-address", "127.0.0.1:6379"), "--ray-address needs --executor ray")
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _assert_one_clear_line(_lantern(*run, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"),
+                           f"no Ray cluster at 127.0.0.1:{port}", "ray start --head")

@@ -113,7 +113,8 @@ SeedOpt = typer.Option(0, "--seed")
 BatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass when caching.")
 DtypeOpt = typer.Option("float16", "--value-dtype", help="Cached activation precision: float16 or bfloat16.")
 RunMbOpt = typer.Option(64.0, "--run-mb", help="Cache writer memory per coder (MB) before a sorted run is spilled.")
-UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter).")
+UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter); "
+                                            "several, comma-separated, share the calls.")
 LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
 ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
 KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment variable that holds the API key.")
@@ -130,38 +131,71 @@ KLOpt = typer.Option(None, "--intervention-kl", help="Target next-token KL diver
                                                      "steers each latent to, comma-separated (default 0.5,1,3).")
 
 
+ExecutorOpt = typer.Option("local", "--executor", help="Where partitions run: local (this process) or ray.")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster address (default with --executor ray: start a "
+                                                         "local Ray).")
+PartitionsOpt = typer.Option(0, "--partitions", help="Partitions per stage (0: 1 locally, 2 per CPU on Ray).")
+
+
+def _executor(kind: str, address: Optional[str], partitions: int):
+    """The executor for this command (never saved: scheduling does not change what a run computes)."""
+    from lantern.executors.base import ExecutorConfig, make_executor
+
+    if address and kind != "ray":
+        raise LanternError("--ray-address needs --executor ray")
+    if partitions < 0:
+        raise LanternError(f"--partitions must be 0 (automatic) or more, not {partitions}")
+    return make_executor(ExecutorConfig(kind=kind, address=address, partitions=partitions))
+
+
 @app.command()
 @clear_errors
 def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
           layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
-          batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt):
+          batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt,
+          executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
     """Tokenize the corpus and cache the coders' sparse activations (resumable)."""
     from lantern.pipeline.cache_stage import run_cache
 
     cfg = _new_config(run_dir, LLMConfig(), model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
                       latents=latents, seed=seed, batch_size=batch_size, value_dtype=value_dtype, run_mb=run_mb)
     cfg.save()
-    result = run_cache(cfg)
+    runner = _executor(executor, ray_address, partitions)
+    try:
+        result = run_cache(cfg, executor=runner)
+    finally:
+        runner.close()
     console.print(f"cached {result['n_tokens']} tokens in {result['seconds']:.0f}s → {cfg.path / 'cache'}")
 
 
 @app.command()
 @clear_errors
-def records(run_dir: Path = typer.Option(..., "--run-dir")):
+def records(run_dir: Path = typer.Option(..., "--run-dir"), executor: str = ExecutorOpt,
+            ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
     """Build each latent's explain/test examples and verified negatives."""
     from lantern.pipeline.records_stage import run_records
 
-    result = run_records(_load(run_dir))
+    cfg = _load(run_dir)
+    runner = _executor(executor, ray_address, partitions)
+    try:
+        result = run_records(cfg, executor=runner)
+    finally:
+        runner.close()
     console.print(f"records: {result['latents']} in {result['seconds']:.1f}s")
+
+
+def _client_settings(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8,
+                     prompt_logprobs=False) -> None:
+    if url or llm_model or backend != "auto":
+        cfg.llm = _llm_config(url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
+        cfg.save()
 
 
 def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
             subject=None):
     from lantern.llm.factory import make_client
 
-    if url or llm_model or backend != "auto":
-        cfg.llm = _llm_config(url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
-        cfg.save()
+    _client_settings(cfg, url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
     return make_client(cfg.llm, cfg.path, subject)
 
 
@@ -170,7 +204,8 @@ def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concur
 def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
             llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-            explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
+            explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
+            executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
     """Explain every recorded latent with the LLM."""
     from lantern.pipeline.explain_stage import run_explain
 
@@ -178,9 +213,20 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
     if explainer is not None or candidates is not None:
         _set_explainer(cfg, explainer, candidates, records_pending=False)
         cfg.save()
-    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                     llm_prompt_logprobs)
-    result = run_explain(cfg, client)
+    runner = _executor(executor, ray_address, partitions)
+    client = None
+    try:
+        if runner.name == "local":
+            client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                             llm_prompt_logprobs)
+        else:  # the workers build their own clients from the saved LLM settings
+            _client_settings(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                             llm_prompt_logprobs)
+        result = run_explain(cfg, client, executor=runner)
+    finally:
+        runner.close()
+        if client is not None:
+            client.close()
     console.print(f"explained {result['explained']} latents ({result['failed']} failed) in {result['seconds']:.0f}s"
                   f" with the {result['explainer']} explainer")
 
@@ -190,7 +236,8 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-          scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt):
+          scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt,
+          ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
     """Score every explanation with the run's scorers (default detection and fuzzing)."""
     from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
@@ -198,17 +245,24 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
     cfg = _load(run_dir)
     _set_scorers(cfg, scorers, intervention_kl)
     cfg.save()
-    subject = None
-    if any(s.needs().subject_model for s in scorers_for(cfg)):
-        from lantern.models.loading import load_subject_model
-
-        subject = load_subject_model(cfg.model)
-    client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                     llm_prompt_logprobs, subject=subject)
+    runner = _executor(executor, ray_address, partitions)
+    subject = client = None
     try:
-        result = run_score(cfg, client, subject=subject)
+        if runner.name == "local":
+            if any(s.needs().subject_model for s in scorers_for(cfg)):
+                from lantern.models.loading import load_subject_model
+
+                subject = load_subject_model(cfg.model)
+            client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                             llm_prompt_logprobs, subject=subject)
+        else:  # the workers build their own clients from the saved LLM settings
+            _client_settings(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                             llm_prompt_logprobs)
+        result = run_score(cfg, client, subject=subject, executor=runner)
     finally:
-        client.close()
+        runner.close()
+        if client is not None:
+            client.close()
     print_summary(summarise(cfg, {"score": result["seconds"]}))
 
 
@@ -219,7 +273,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
-        scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt):
+        scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt,
+        partitions: int = PartitionsOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -236,18 +291,23 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     _set_explainer(cfg, explainer, candidates, records_pending=True)
     _set_scorers(cfg, scorers, intervention_kl)
     cfg.save()
+    runner = _executor(executor, ray_address, partitions)
     times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    subject = load_subject_model(cfg.model)
-    times["load model"] = time.perf_counter() - t0
-    times["cache"] = run_cache(cfg, subject)["seconds"]
-    times["records"] = run_records(cfg)["seconds"]
-    client = make_client(cfg.llm, cfg.path, subject)
+    client = None
     try:
-        times["explain"] = run_explain(cfg, client, subject.tokenizer, subject=subject)["seconds"]
-        times["score"] = run_score(cfg, client, subject.tokenizer, subject=subject)["seconds"]
+        t0 = time.perf_counter()
+        subject = load_subject_model(cfg.model)
+        times["load model"] = time.perf_counter() - t0
+        times["cache"] = run_cache(cfg, subject, executor=runner)["seconds"]
+        times["records"] = run_records(cfg, executor=runner)["seconds"]
+        # Ray workers build their own LLM client (one in-process engine each, or HTTP to the --llm-url servers)
+        client = make_client(cfg.llm, cfg.path, subject) if runner.name == "local" else None
+        times["explain"] = run_explain(cfg, client, subject.tokenizer, subject=subject, executor=runner)["seconds"]
+        times["score"] = run_score(cfg, client, subject.tokenizer, subject=subject, executor=runner)["seconds"]
     finally:
-        client.close()
+        runner.close()
+        if client is not None:
+            client.close()
     print_summary(summarise(cfg, times))
 
 

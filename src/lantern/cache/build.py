@@ -13,6 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from lantern.coders.base import SparseCoder
 from lantern.errors import LanternError
 from lantern.io import atomic_path, read_json, write_json, write_npy
 from lantern.models.forward import capture_activations
-from lantern.models.hookpoints import Hookpoint, resolve_hookpoint
+from lantern.models.hookpoints import resolve_hookpoint
 from lantern.progress import progress_bar
 from lantern.records.neighbours import decoder_neighbours
 
@@ -104,15 +105,23 @@ def _prepare_coder(cache_dir: Path, coder: SparseCoder, fingerprint: str, batch_
     return None
 
 
-def _window_hookpoint(model: torch.nn.Module, hookpoints: list[Hookpoint]) -> Hookpoint | None:
-    layers = [hp.layer for hp in hookpoints if hp.layer is not None]
-    return resolve_hookpoint(model, f"layers.{min(layers)}") if layers else None
+def window_spec(model: torch.nn.Module, coders: list[SparseCoder]) -> str | None:
+    """The hookpoint of the shared window index: the output of the shallowest layer any coder reads."""
+    layers = [resolve_hookpoint(model, c.hookpoint).layer for c in coders]
+    layers = [layer for layer in layers if layer is not None]
+    return f"layers.{min(layers)}" if layers else None
 
 
 def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, coders: list[SparseCoder],
                 tokens: np.ndarray, doc_ids: np.ndarray, corpus_spec: str, tokenizer_id: str = "unknown",
-                options: CacheOptions = CacheOptions()) -> dict[str, dict]:
-    """Cache every coder's activations over `tokens` ([n_seq, seq_len], BOS first). Resumes finished work."""
+                options: CacheOptions = CacheOptions(),
+                run_batches: Callable[[list[int], list[str], str | None], float] | None = None) -> dict[str, dict]:
+    """Cache every coder's activations over `tokens` ([n_seq, seq_len], BOS first). Resumes finished work.
+
+    `run_batches(batches, coder names, window hookpoint)`, where given, computes the runs of those batches
+    elsewhere (e.g. as Ray tasks that each call `cache_batches` on a corpus shard) and returns the forward
+    seconds; by default they are computed here. Either way the runs land in the same folders, which the merge
+    below combines."""
     cache_dir = Path(cache_dir)
     if tokens.size == 0:
         raise LanternError("no tokens to cache: the corpus is empty")
@@ -125,7 +134,6 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
     n_seq, seq_len = tokens.shape
     batch_size = options.batch_size
     n_batches = math.ceil(n_seq / batch_size)
-    hookpoints = {c.name: resolve_hookpoint(model, c.hookpoint) for c in coders}
     manifests: dict[str, dict] = {}
     pending: list[SparseCoder] = []
     for coder in coders:
@@ -134,28 +142,71 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
             pending.append(coder)
         else:
             manifests[coder.name] = manifest
-    window_hp = _window_hookpoint(model, list(hookpoints.values())) if options.window_index else None
-    windows_pending = window_hp is not None and not window_index.is_finished(cache_dir)
-    if not pending and not windows_pending:
+    window_hp = window_spec(model, coders) if options.window_index else None
+    if window_hp is not None and window_index.is_finished(cache_dir):
+        window_hp = None
+    if not pending and window_hp is None:
         return manifests
 
     started = time.perf_counter()
+    todo = pending_batches(cache_dir, pending, n_batches, window_hp is not None)
+    if run_batches is None:
+        forward_seconds = cache_batches(cache_dir, model, model_name, pending, tokens, todo, options, window_hp)
+    else:
+        forward_seconds = run_batches(todo, [c.name for c in pending], window_hp)
+    if window_hp is not None:
+        window_index.merge(cache_dir, n_batches, resolve_hookpoint(model, window_hp).name)
+    for coder in pending:
+        manifest = merge_coder(cache_dir, coder.name, coder.num_latents, n_batches, options)
+        manifest.update({
+            "lantern_version": lantern.__version__, "model": model_name, "tokenizer": tokenizer_id,
+            "coder": coder.describe(), "corpus": corpus_spec, "n_sequences": int(n_seq), "seq_len": int(seq_len),
+            "n_tokens": int(n_seq * seq_len), "n_tokens_cached": int(n_seq * (seq_len - 1)),
+            "bos_positions_cached": False, "options": asdict(options),
+            "fingerprint": _fingerprint(corpus, coder, options, tokens),
+            "seconds": round(time.perf_counter() - started, 2), "forward_seconds": round(forward_seconds, 2)})
+        cdir = layout.coder_dir(cache_dir, coder.name)
+        manifest["decoder_neighbours"] = _save_decoder_neighbours(cdir, coder)
+        write_json(cdir / layout.MANIFEST, manifest)  # last: its presence means the cache is complete
+        shutil.rmtree(cdir / layout.RUNS, ignore_errors=True)
+        (cdir / "writing.txt").unlink(missing_ok=True)
+        manifests[coder.name] = manifest
+    return manifests
+
+
+def pending_batches(cache_dir: Path, coders: list[SparseCoder], n_batches: int, windows: bool) -> list[int]:
+    """Batches some coder has no finished run for (or, with `windows`, no window-index part)."""
+    covered = [covered_batches(finished_runs(layout.runs_dir(cache_dir, c.name))) for c in coders]
+    return [b for b in range(n_batches) if any(b not in c for c in covered)
+            or (windows and not window_index.part_path(cache_dir, b).exists())]
+
+
+def cache_batches(cache_dir: Path, model: torch.nn.Module, model_name: str, coders: list[SparseCoder],
+                  tokens: np.ndarray, batches: list[int], options: CacheOptions, window_hp: str | None) -> float:
+    """Forward `batches` (ascending) of `tokens` and write each coder's sorted runs (and window-index parts)
+    for those not written yet. Returns the seconds spent in forward passes. One corpus shard's work: runs are
+    renamed into place when complete, so a killed call leaves only whole runs and a re-run skips them."""
+    n_seq, seq_len = tokens.shape
+    batch_size = options.batch_size
+    hookpoints = {c.name: resolve_hookpoint(model, c.hookpoint) for c in coders}
+    windows = window_hp is not None
+    window_hp = resolve_hookpoint(model, window_hp) if windows else None
     writers = {c.name: RunWriter(layout.runs_dir(cache_dir, c.name), c.num_latents, options.run_bytes)
-               for c in pending}
-    covered = {c.name: covered_batches(finished_runs(layout.runs_dir(cache_dir, c.name))) for c in pending}
-    proj = window_index.projection(model.config.get_text_config().hidden_size) if windows_pending else None
+               for c in coders}
+    covered = {c.name: covered_batches(finished_runs(layout.runs_dir(cache_dir, c.name))) for c in coders}
+    proj = window_index.projection(model.config.get_text_config().hidden_size) if windows else None
     forward_seconds = 0.0
-    label = ", ".join([c.name for c in pending] + (["window index"] if windows_pending else []))
+    label = ", ".join([c.name for c in coders] + (["window index"] if windows else []))
     with progress_bar() as bar:
-        task = bar.add_task(f"cache {label}", total=n_batches)
-        for batch in range(n_batches):
-            todo = [c for c in pending if batch not in covered[c.name]]
-            embed = windows_pending and not window_index.part_path(cache_dir, batch).exists()
+        task = bar.add_task(f"cache {label}", total=len(batches))
+        for batch in batches:
+            todo = [c for c in coders if batch not in covered[c.name]]
+            embed = windows and not window_index.part_path(cache_dir, batch).exists()
             if not todo and not embed:  # (a writer whose next batch is not consecutive closes its run itself)
                 bar.advance(task)
                 continue
             rows = slice(batch * batch_size, min(n_seq, (batch + 1) * batch_size))
-            ids = torch.from_numpy(tokens[rows].astype(np.int64))
+            ids = torch.from_numpy(np.asarray(tokens[rows]).astype(np.int64))
             wanted = [hookpoints[c.name] for c in todo] + ([window_hp] if embed else [])
             t0 = time.perf_counter()
             acts = capture_activations(model, ids, wanted)
@@ -175,28 +226,12 @@ def build_cache(cache_dir: str | Path, model: torch.nn.Module, model_name: str, 
                 writers[coder.name].add(batch, *sparse_to_triplets(sparse, token_offset, keep, options.value_dtype))
             if embed:
                 window_index.part_path(cache_dir, batch).parent.mkdir(parents=True, exist_ok=True)
-                write_npy(window_index.part_path(cache_dir, batch), window_index.block_embeddings(acts[window_hp.name], proj))
+                write_npy(window_index.part_path(cache_dir, batch),
+                          window_index.block_embeddings(acts[window_hp.name], proj))
             bar.advance(task)
     for writer in writers.values():
         writer.flush()
-    if windows_pending:
-        window_index.merge(cache_dir, n_batches, window_hp.name)
-    for coder in pending:
-        manifest = merge_coder(cache_dir, coder.name, coder.num_latents, n_batches, options)
-        manifest.update({
-            "lantern_version": lantern.__version__, "model": model_name, "tokenizer": tokenizer_id,
-            "coder": coder.describe(), "corpus": corpus_spec, "n_sequences": int(n_seq), "seq_len": int(seq_len),
-            "n_tokens": int(n_seq * seq_len), "n_tokens_cached": int(n_seq * (seq_len - 1)),
-            "bos_positions_cached": False, "options": asdict(options),
-            "fingerprint": _fingerprint(corpus, coder, options, tokens),
-            "seconds": round(time.perf_counter() - started, 2), "forward_seconds": round(forward_seconds, 2)})
-        cdir = layout.coder_dir(cache_dir, coder.name)
-        manifest["decoder_neighbours"] = _save_decoder_neighbours(cdir, coder)
-        write_json(cdir / layout.MANIFEST, manifest)  # last: its presence means the cache is complete
-        shutil.rmtree(cdir / layout.RUNS, ignore_errors=True)
-        (cdir / "writing.txt").unlink(missing_ok=True)
-        manifests[coder.name] = manifest
-    return manifests
+    return forward_seconds
 
 
 def _save_decoder_neighbours(cdir: Path, coder: SparseCoder, k: int = 8) -> bool:

@@ -1,6 +1,8 @@
 """OpenAI-compatible HTTP client (vLLM, SGLang, llama.cpp's server, Ollama, OpenRouter).
 
-The API key is read from an environment variable and never written anywhere. Retries with exponential
+`base_url` may list several servers separated by commas: requests go to them in turn (load balancing), and a
+retried request goes to the next one, so a server that is down only slows the run. The API key is read from
+an environment variable and never written anywhere. Retries with exponential
 backoff and jitter on 429, 5xx, timeouts and dropped connections, honouring Retry-After; a request that
 still fails becomes a Response with `error` set and the run goes on.
 """
@@ -33,7 +35,10 @@ class HTTPClient(LLMClient):
                  prompt_logprobs: bool = False):
         if api not in ("completions", "chat"):
             raise LanternError(f"--llm-api must be completions or chat, not {api!r}")
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
+        if not self.base_urls:
+            raise LanternError(f"no server URL in --llm-url {base_url!r}")
+        self.base_url = ", ".join(self.base_urls)
         self.model_id = model_id
         self.api = api
         self.concurrency = concurrency
@@ -56,12 +61,14 @@ class HTTPClient(LLMClient):
         n_pools = max(1, -(-self.concurrency // CONNECTIONS_PER_POOL))
         size = -(-self.concurrency // n_pools)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        tls = ssl.create_default_context() if self.base_url.startswith("https") else False  # built once, shared
+        https = any(u.startswith("https") for u in self.base_urls)
+        tls = ssl.create_default_context() if https else False  # built once, shared
         async with contextlib.AsyncExitStack() as stack:
             self._pools = [await stack.enter_async_context(
                 httpx.AsyncClient(timeout=self.timeout, headers=self._headers, limits=limits, verify=tls))
                 for _ in range(n_pools)]
             self._next_pool = itertools.count()
+            self._next_server = itertools.count()
             try:
                 yield
             finally:
@@ -118,16 +125,17 @@ class HTTPClient(LLMClient):
 
     async def _one(self, request: Request) -> Response:
         path, body = self._body(request)
-        url = self.base_url + path
         http = self._pools[next(self._next_pool) % len(self._pools)]
         reasons: list[str] = []
         for attempt in range(self.max_retries + 1):
+            server = self.base_urls[next(self._next_server) % len(self.base_urls)]
+            url = server + path
             start = time.perf_counter()
             wait = self.backoff * (2 ** attempt) * (0.5 + random.random())
             try:
                 reply = await http.post(url, json=body)
             except httpx.ConnectError as err:
-                reasons.append(f"cannot connect to {self.base_url}: {err}")
+                reasons.append(f"cannot connect to {server}: {err}")
             except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
                 reasons.append(f"{type(err).__name__}: {err}")
             else:

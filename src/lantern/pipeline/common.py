@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lantern.llm.base import LLMClient, Request, Response
@@ -12,10 +14,14 @@ from lantern.llm.response_cache import CachedClient
 from lantern.progress import progress_bar
 
 
-def examples_by_latent(path: Path) -> dict[int, list[dict]]:
+def examples_by_latent(path: Path, latents: list[int] | None = None) -> dict[int, list[dict]]:
+    """Records rows grouped by latent (only those of `latents`, where given)."""
     grouped: dict[int, list[dict]] = defaultdict(list)
     if path.exists():
-        for row in pq.read_table(path).to_pylist():
+        table = pq.read_table(path)
+        if latents is not None:
+            table = table.filter(pc.is_in(table.column("latent"), pa.array(latents, pa.int64())))
+        for row in table.to_pylist():
             grouped[row["latent"]].append(row)
     return dict(grouped)
 

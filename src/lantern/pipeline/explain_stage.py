@@ -1,33 +1,60 @@
 """Stage 3: explanations of every recorded latent (one row per candidate), stored with the prompt, the raw
-answer, token counts and the evidence shown, by the explainer `cfg.explainer.kind` names."""
+answer, token counts and the evidence shown, by the explainer `cfg.explainer.kind` names.
+
+Partitioned by latent range: each partition explains its latents and writes its rows of explanations.parquet
+and usage/explain.parquet, which concatenate (in coder, latent order) into the stage's files."""
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import replace
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from lantern.coders.loading import load_coders
 from lantern.config import RunConfig
 from lantern.errors import LanternError
+from lantern.executors import partitions, resources
+from lantern.executors.base import Executor, split_ranges
+from lantern.executors.local import LocalExecutor
 from lantern.explain.base import Explainer, LatentEvidence
 from lantern.explain.evidence import from_records
 from lantern.explain.registry import explainer_for
 from lantern.io import write_parquet
 from lantern.llm.base import LLMClient, Request, Response
-from lantern.models.loading import SubjectModel, load_subject_model, load_tokenizer
+from lantern.models.loading import SubjectModel, load_subject_model
 from lantern.pipeline.common import complete_all, examples_by_latent
 from lantern.pipeline.files import EXPLANATIONS, records_file
 from lantern.pipeline.records_stage import coder_names
-from lantern.pipeline.usage import write_usage
+from lantern.pipeline.usage import usage_file, write_usage
 from lantern.progress import console, progress_bar
 
 OUTPUT_CHUNK = 32
 """Latents per output-evidence call (progress granularity)."""
 
 
-def gather_evidence(cfg: RunConfig) -> list[LatentEvidence]:
-    return [from_records(coder, latent, rows) for coder in coder_names(cfg)
-            for latent, rows in sorted(examples_by_latent(records_file(cfg.path, coder)).items())]
+def gather_evidence(cfg: RunConfig, keys: list[tuple[str, int]] | None = None) -> list[LatentEvidence]:
+    """Evidence of every recorded latent, in coder then latent order (only `keys`, where given)."""
+    wanted: dict[str, list[int]] | None = None
+    if keys is not None:
+        wanted = {}
+        for coder, latent in keys:
+            wanted.setdefault(coder, []).append(latent)
+    return [from_records(coder, latent, rows) for coder in coder_names(cfg) if wanted is None or coder in wanted
+            for latent, rows in sorted(examples_by_latent(records_file(cfg.path, coder),
+                                                          None if wanted is None else wanted[coder]).items())]
+
+
+def recorded_latents(cfg: RunConfig) -> list[tuple[str, int]]:
+    """(coder, latent) of every recorded latent, in the order the stage's rows come in."""
+    keys = []
+    for coder in coder_names(cfg):
+        path = records_file(cfg.path, coder)
+        if path.exists():
+            latents = pq.read_table(path, columns=["latent"]).column("latent").to_numpy()
+            keys += [(coder, int(latent)) for latent in np.unique(latents)]
+    return keys
 
 
 def attach_output_evidence(cfg: RunConfig, evidence: list[LatentEvidence],
@@ -55,12 +82,16 @@ def attach_output_evidence(cfg: RunConfig, evidence: list[LatentEvidence],
     return [replace(e, output=found[(e.coder, e.latent)]) for e in evidence]
 
 
-def _note_missing_records(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
-    """Say early what the records lack for this explainer (the run still goes on)."""
+def _note_missing_validation(cfg: RunConfig) -> None:
+    """Say early what the records lack for choosing among candidates (the run still goes on)."""
     if cfg.explainer.candidates > 1 and not cfg.records.n_validation_per_decile:
         console.print(f"[yellow]note:[/yellow] {cfg.explainer.candidates} candidates per latent, but the records have "
                       f"no validation windows to choose among them (records.n_validation_per_decile = 0): "
                       f"`lantern score` will refuse; rebuild the records with n_validation_per_decile >= 1")
+
+
+def _note_missing_negatives(cfg: RunConfig, explainer: Explainer, evidence: list[LatentEvidence]) -> None:
+    """Say which latents a contrastive explainer sees without contrast (the run still goes on)."""
     without = sum(not e.negatives for e in evidence) if explainer.name == "contrastive" else 0
     if without:
         console.print(f"[yellow]note:[/yellow] {without} of {len(evidence)} latent(s) have no explain negatives "
@@ -88,23 +119,46 @@ def explanation_rows(explainer: Explainer, llm: str, evidence: list[LatentEviden
     return rows
 
 
-def run_explain(cfg: RunConfig, client: LLMClient, tokenizer=None, subject: SubjectModel | None = None) -> dict:
-    """`subject`: the loaded subject model, reused for output evidence (loaded here only when needed)."""
+def explain_partition(cfg: RunConfig, index: int, keys: list[tuple[str, int]]) -> dict:
+    """Explain the latents `keys` (a Ray task, or a call in this process) into a partition folder."""
+    def write(folder):
+        explainer = explainer_for(cfg.explainer)
+        client = resources.llm_client(cfg)
+        tokenizer = resources.tokenizer(cfg)
+        evidence = gather_evidence(cfg, keys)
+        if explainer.needs_output_evidence:
+            evidence = attach_output_evidence(cfg, evidence, resources.subject_model(cfg))
+        _note_missing_negatives(cfg, explainer, evidence)
+        per_latent = [explainer.requests(tokenizer, e, cfg.explainer) for e in evidence]
+        responses = complete_all(client, [r for requests in per_latent for r in requests], "explain")
+        write_usage(folder, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}
+                                        for e, requests in zip(evidence, per_latent)
+                                        for candidate in range(len(requests))], responses)
+        rows = explanation_rows(explainer, f"{client.backend}:{client.model_id}", evidence, per_latent, responses)
+        write_parquet(folder / EXPLANATIONS, rows)
+        explained = {(r["coder"], r["latent"]) for r in rows if not r["failed"]}
+        return {"latents": len(evidence), "explained": len(explained), "candidates": len(rows)}
+
+    return partitions.write_partition(cfg.path, "explain", index, write)
+
+
+def run_explain(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, subject: SubjectModel | None = None,
+                executor: Executor | None = None) -> dict:
+    """`client`, `tokenizer`, `subject`: already loaded here, used by partitions that run in this process
+    (a Ray worker builds its own from the config)."""
     started = time.perf_counter()
     cfg.explainer.check()
     explainer = explainer_for(cfg.explainer)
-    tokenizer = tokenizer or (subject.tokenizer if subject is not None else load_tokenizer(cfg.model))
-    evidence = gather_evidence(cfg)
-    if explainer.needs_output_evidence:
-        evidence = attach_output_evidence(cfg, evidence, subject)
-    _note_missing_records(cfg, explainer, evidence)
-    per_latent = [explainer.requests(tokenizer, e, cfg.explainer) for e in evidence]
-    responses = complete_all(client, [r for requests in per_latent for r in requests], "explain")
-    write_usage(cfg.path, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}
-                                      for e, requests in zip(evidence, per_latent)
-                                      for candidate in range(len(requests))], responses)
-    rows = explanation_rows(explainer, f"{client.backend}:{client.model_id}", evidence, per_latent, responses)
-    write_parquet(cfg.path / EXPLANATIONS, rows)
-    explained = len({(r["coder"], r["latent"]) for r in rows if not r["failed"]})
+    executor = executor or LocalExecutor()
+    _note_missing_validation(cfg)
+    keys = recorded_latents(cfg)
+    groups = [keys[a:b] for a, b in split_ranges(len(keys), executor.partitions(len(keys)))]
+    partitions.begin(cfg.path, "explain")
+    with resources.provided(cfg, subject=subject, client=client, tokenizer=tokenizer):
+        done = executor.map(explain_partition, [(cfg, i, group) for i, group in enumerate(groups)], "explain")
+    merged = partitions.merge(cfg.path, "explain", len(groups), [EXPLANATIONS, str(usage_file("", "explain"))])
+    partitions.end(cfg.path, "explain")
+    explained = sum(d["explained"] for d in done)
     return {"seconds": time.perf_counter() - started, "explainer": explainer.name, "explained": explained,
-            "failed": len(evidence) - explained, "candidates": len(rows)}
+            "failed": sum(d["latents"] for d in done) - explained, "candidates": sum(d["candidates"] for d in done),
+            "partitions": merged}

@@ -1,19 +1,28 @@
-"""Stage 2: per coder, the examples of the latents to explain (disjoint splits, typed verified negatives)."""
+"""Stage 2: per coder, the examples of the latents to explain (disjoint splits, typed verified negatives).
+
+Pass 1 (the survey of every latent, which samples the latents and finds co-occurring neighbours) runs here;
+pass 2 is partitioned by latent range, each partition writing its rows of `records/<coder>.parquet`, which
+concatenate into the whole table (rows are sorted by latent first)."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from lantern.cache import layout
 from lantern.cache.reader import LatentCache
 from lantern.cache.window_index import WindowIndex
 from lantern.config import RunConfig
 from lantern.errors import LanternError
+from lantern.executors import partitions
+from lantern.executors.base import Executor, split_ranges
+from lantern.executors.local import LocalExecutor
 from lantern.io import read_json, write_parquet
 from lantern.pipeline.files import CACHE, latents_file, records_file
 from lantern.progress import console, progress_bar
-from lantern.records.build import Extras, build_records
+from lantern.records.build import Extras, Survey, build_blocks, plan_records, records_summary
 from lantern.records.cells import Grid
 
 
@@ -43,16 +52,42 @@ def load_extras(cache: LatentCache, cfg: RunConfig) -> Extras:
     return extras
 
 
-def run_records(cfg: RunConfig) -> dict:
+def records_partition(cfg: RunConfig, name: str, index: int, survey_: Survey, blocks: list) -> dict:
+    """Pass 2 for some latent blocks of coder `name` (a Ray task, or a call in this process)."""
+    cache = LatentCache(cfg.path / CACHE, name, expect_model=cfg.model)
+
+    def write(folder):
+        extras = load_extras(cache, cfg)
+        with progress_bar() as bar:
+            task = bar.add_task(f"records {name} [{index}]", total=sum(len(inside) for _, _, inside in blocks))
+            grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.records.ctx_len)
+            table = build_blocks(cache, cfg.records, grid, survey_, blocks, extras,
+                                 on_block=lambda n: bar.advance(task, n))
+        write_parquet(records_file(folder, name), table)
+        return {"rows": table.num_rows}
+
+    return partitions.write_partition(cfg.path, f"records-{name}", index, write)
+
+
+def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
     started = time.perf_counter()
+    executor = executor or LocalExecutor()
     counts = {}
     for name in coder_names(cfg):
         cache = LatentCache(cfg.path / CACHE, name, expect_model=cfg.model)
-        with progress_bar() as bar:
-            task = bar.add_task(f"records {name}", total=cfg.latents)
-            table, summary = build_records(cache, cfg.records, cfg.latents, load_extras(cache, cfg),
-                                           on_block=lambda n: bar.advance(task, n))
-        write_parquet(records_file(cfg.path, name), table)
+        grid, survey_, selected, blocks = plan_records(cache, cfg.records, cfg.latents)
+        stage = f"records-{name}"
+        partitions.begin(cfg.path, stage)
+        groups = [blocks[a:b] for a, b in split_ranges(len(blocks), executor.partitions(len(blocks)))]
+        # a worker finds the windows again; this process reuses the survey's (same result, less work)
+        shipped = survey_ if executor.name == "local" else replace(survey_, tables={})
+        shared = executor.share(shipped)
+        executor.map(records_partition, [(cfg, name, i, shared, group) for i, group in enumerate(groups)],
+                     f"records {name}")
+        partitions.merge(cfg.path, stage, len(groups), [str(records_file("", name))])
+        partitions.end(cfg.path, stage)
+        table = pq.read_table(records_file(cfg.path, name))
+        summary = records_summary(table, selected, survey_, cache, cfg.records)
         write_parquet(latents_file(cfg.path, name), summary)
         counts[name] = len(summary)
         wanted = cfg.records.n_negatives + cfg.records.n_similar_negatives + cfg.records.n_neighbour_negatives

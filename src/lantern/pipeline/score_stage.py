@@ -4,23 +4,27 @@ latent and scorer), examples.parquet (per example), scores_by_decile.parquet and
 same figures per activation decile and per negative source), and usage/score.parquet (per call)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from lantern.config import RunConfig
 from lantern.errors import LanternError
+from lantern.executors import partitions, resources
+from lantern.executors.base import Executor, split_ranges
+from lantern.executors.local import LocalExecutor
 from lantern.io import write_parquet
 from lantern.llm.base import LLMClient, Response
-from lantern.models.loading import load_tokenizer
 from lantern.pipeline.common import complete_all, examples_by_latent
 from lantern.pipeline.files import EXAMPLES, EXPLANATIONS, SCORES, SELECTION, records_file
 from lantern.pipeline.usage import write_usage
 from lantern.score import detection, fuzzing
 from lantern.score.answers import yes_probability
 from lantern.score.base import LatentResult, LatentTask, Plan, ScoreContext, Scorer, check_needs
-from lantern.score.metrics import classification_metrics, group_rows
+from lantern.score.metrics import Outcome, classification_metrics, group_rows
 from lantern.score.registry import get_scorer
 
 SCORES_BY_DECILE = "scores_by_decile.parquet"
@@ -39,10 +43,12 @@ def _request(scorer: str, tokenizer, explanation: str, item: dict):
 
 
 def choose_candidates(cfg: RunConfig, client: LLMClient, tokenizer, explanations: list[dict],
-                      records: dict[str, dict[int, list[dict]]]) -> list[dict]:
+                      records: dict[str, dict[int, list[dict]]], out: Path | None = None) -> list[dict]:
     """Best-of-k: where a latent has several candidate explanations, keep the one whose detection balanced
     accuracy on the validation split is highest (ties: AUROC, then the earlier candidate). The validation
-    windows and negatives are disjoint from the test split the reported scores use. Writes selection.parquet."""
+    windows and negatives are disjoint from the test split the reported scores use. Writes selection.parquet
+    and usage/select.parquet into `out` (default: the run directory)."""
+    out = cfg.path if out is None else out
     by_latent: dict[tuple[str, int], list[dict]] = {}
     for row in explanations:
         by_latent.setdefault((row["coder"], row["latent"]), []).append(row)
@@ -60,7 +66,7 @@ def choose_candidates(cfg: RunConfig, client: LLMClient, tokenizer, explanations
                 jobs.append((coder, latent, row, item))
                 requests.append(detection.request(tokenizer, row["explanation"], item))
     responses = complete_all(client, requests, "select")
-    write_usage(cfg.path, "select", [{"coder": c, "latent": l, "task": "detection-validation"}
+    write_usage(out, "select", [{"coder": c, "latent": l, "task": "detection-validation"}
                                      for c, l, _, _ in jobs], responses)
     outcomes: dict[int, list] = {}
     for (_, _, row, item), response in zip(jobs, responses):
@@ -85,7 +91,7 @@ def choose_candidates(cfg: RunConfig, client: LLMClient, tokenizer, explanations
                               "explanation": r["explanation"], "chosen": r is best,
                               "validation_balanced_accuracy": metrics[id(r)]["balanced_accuracy"],
                               "validation_auroc": metrics[id(r)]["auroc"], "validation_n": metrics[id(r)]["n"]})
-    write_parquet(cfg.path / SELECTION, selection)
+    write_parquet(out / SELECTION, selection)
     return chosen
 
 
@@ -99,6 +105,8 @@ class ScoreOutput:
     by_source: list[dict] = field(default_factory=list)
     usage_tags: list[dict] = field(default_factory=list)
     usage: list[Response] = field(default_factory=list)
+    outcomes: list[dict] = field(default_factory=list)
+    """Every scored unit with its coder, scorer and bootstrap resamples: what the pooled rows are made of."""
 
 
 def _score_row(task: LatentTask, scorer: Scorer, result: LatentResult, calls: list[Response]) -> dict:
@@ -112,9 +120,10 @@ def _score_row(task: LatentTask, scorer: Scorer, result: LatentResult, calls: li
 
 
 def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContext, tasks: list[LatentTask],
-                  description: str = "score") -> ScoreOutput:
+                  description: str = "score", pooled: bool = True) -> ScoreOutput:
     """Score every task with every scorer: plan all, answer all requests through ONE queue, evaluate each.
-    (`lantern validate` reuses this with true, shuffled and random explanations.)"""
+    (`lantern validate` reuses this with true, shuffled and random explanations.) `pooled`: add the rows
+    pooled over each coder's latents (a partition leaves them to the merge, which sees every latent)."""
     check_needs(scorers, client.capabilities, client.backend)
     if not context.explanations:
         context.explanations = {(task.coder, task.latent): task.explanation for task in tasks}
@@ -125,7 +134,6 @@ def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContex
     responses = complete_all(client, requests, description) if requests else []
     out = ScoreOutput()
     position = 0
-    grouped: dict[tuple[str, str], list] = {}
     for scorer, plan in plans:
         answers = responses[position:position + len(plan.requests)]
         position += len(plan.requests)
@@ -141,13 +149,31 @@ def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContex
         key = {"coder": task.coder, "latent": task.latent, "scorer": scorer.name}
         out.by_decile += [{**key, **row} for row in deciles]
         out.by_source += [{**key, **row} for row in sources]
-        grouped.setdefault((task.coder, scorer.name), []).append((resamples, result.outcomes))
-    for (coder, name), entries in grouped.items():  # pooled over the coder's latents: latent is null
-        deciles, sources = group_rows([o for _, outcomes in entries for o in outcomes], entries[0][0])
-        key = {"coder": coder, "latent": None, "scorer": name}
-        out.by_decile += [{**key, **row} for row in deciles]
-        out.by_source += [{**key, **row} for row in sources]
+        out.outcomes += [{"coder": task.coder, "scorer": scorer.name, "resamples": resamples, **dataclasses.asdict(o)}
+                         for o in result.outcomes]
+    if pooled:
+        by_decile, by_source = pooled_rows(out.outcomes)
+        out.by_decile += by_decile
+        out.by_source += by_source
     return out
+
+
+def pooled_rows(outcomes: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per-decile and per-source rows pooled over each coder's latents (latent is null), per scorer, in the
+    order the (coder, scorer) pairs first appear."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in outcomes:
+        grouped.setdefault((row["coder"], row["scorer"]), []).append(row)
+    by_decile, by_source = [], []
+    fields = [f.name for f in dataclasses.fields(Outcome)]
+    for (coder, name), rows in grouped.items():
+        units = [Outcome(**{f: tuple(row[f]) if f in ("true", "predicted") and row[f] is not None else row[f]
+                            for f in fields}) for row in rows]
+        deciles, sources = group_rows(units, rows[0]["resamples"])
+        key = {"coder": coder, "latent": None, "scorer": name}
+        by_decile += [{**key, **row} for row in deciles]
+        by_source += [{**key, **row} for row in sources]
+    return by_decile, by_source
 
 
 def _uniform(rows: list[dict]) -> list[dict]:
@@ -163,35 +189,88 @@ def scorers_for(cfg: RunConfig) -> list[Scorer]:
     return [get_scorer(name, cfg.scoring) for name in cfg.scorers]
 
 
-def run_score(cfg: RunConfig, client: LLMClient, tokenizer=None, subject=None) -> dict:
-    """`subject`: the loaded subject model, for scorers that need it in-process (loaded here otherwise)."""
+OUTCOMES = "outcomes.parquet"
+"""A partition's scored units, read by the merge for the pooled rows (not kept in the run directory)."""
+STAGE_FILES = [EXAMPLES, SCORES, SCORES_BY_DECILE, SCORES_BY_SOURCE, SELECTION, "usage/select.parquet",
+               "usage/score.parquet"]
+
+
+def _every_explanation(cfg: RunConfig) -> dict[tuple[str, int], str]:
+    """Each latent's first explanation, over the whole stage and not only a partition's latents, so a scorer that
+    borrows another latent's explanation (the intervention's shuffled baseline) chooses the same one whatever the
+    partitioning."""
+    out: dict[tuple[str, int], str] = {}
+    for row in pq.read_table(cfg.path / EXPLANATIONS).to_pylist():
+        if not row["failed"]:
+            out.setdefault((row["coder"], row["latent"]), row["explanation"])
+    return out
+
+
+def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders: list[str]) -> dict:
+    """Score the explanations of some latents (a Ray task, or a call in this process) into a partition folder.
+    `coders`: every coder the stage scores, whose records the context holds (the intruder borrows windows)."""
+    def write(folder):
+        scorers = scorers_for(cfg)
+        client = resources.llm_client(cfg)
+        check_needs(scorers, client.capabilities, client.backend)
+        subject = resources.subject_model(cfg) if any(s.needs().subject_model for s in scorers) else None
+        tokenizer = resources.tokenizer(cfg)
+        records = {coder: examples_by_latent(records_file(cfg.path, coder)) for coder in coders}
+        chosen = choose_candidates(cfg, client, tokenizer, explanations, records, out=folder)
+        tasks = [LatentTask(row["coder"], row["latent"], row["explanation"],
+                            [r for r in records[row["coder"]][row["latent"]] if r["split"] == "test"])
+                 for row in chosen]
+        context = ScoreContext(settings=cfg.scoring, tokenizer=tokenizer, capabilities=client.capabilities,
+                               backend=client.backend, records=records, mark_threshold=cfg.explainer.mark_threshold,
+                               seed=cfg.seed, subject=subject, config=cfg,
+                               explanations=_every_explanation(cfg))
+        out = score_latents(client, scorers, context, tasks, pooled=False)
+        write_usage(folder, "score", out.usage_tags, out.usage)
+        write_parquet(folder / EXAMPLES, _uniform(out.examples))
+        write_parquet(folder / SCORES, _uniform(out.scores))
+        write_parquet(folder / SCORES_BY_DECILE, _uniform(out.by_decile))
+        write_parquet(folder / SCORES_BY_SOURCE, _uniform(out.by_source))
+        write_parquet(folder / OUTCOMES, out.outcomes)
+        return {"scored": len(out.scores), "failed_answers": sum(r.get("read_as") == "failed" for r in out.examples)}
+
+    return partitions.write_partition(cfg.path, "score", index, write)
+
+
+def _add_pooled(path: Path, pooled: list[dict]) -> None:
+    """Append the pooled rows to a merged per-latent table, as one pass over every latent would have."""
+    rows = pq.read_table(path).to_pylist() if path.exists() else []
+    write_parquet(path, _uniform(rows + pooled))
+
+
+def run_score(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, subject=None,
+              executor: Executor | None = None) -> dict:
+    """`client`, `tokenizer`, `subject`: already loaded here, used by partitions that run in this process (a Ray
+    worker builds its own from the config); the subject model is loaded only for scorers that need it."""
     started = time.perf_counter()
     scorers = scorers_for(cfg)
-    check_needs(scorers, client.capabilities, client.backend)
+    if client is not None:
+        check_needs(scorers, client.capabilities, client.backend)
     explanations_path = cfg.path / EXPLANATIONS
     if not explanations_path.exists():
         raise LanternError(f"{explanations_path} is missing: run `lantern explain` first")
-    if subject is None and any(s.needs().subject_model for s in scorers):
-        from lantern.models.loading import load_subject_model
-
-        subject = load_subject_model(cfg.model)
-    tokenizer = tokenizer or (subject.tokenizer if subject is not None else load_tokenizer(cfg.model))
+    executor = executor or LocalExecutor()
     explanations = [r for r in pq.read_table(explanations_path).to_pylist() if not r["failed"]]
-    records = {}
-    for coder in {r["coder"] for r in explanations}:
-        records[coder] = examples_by_latent(records_file(cfg.path, coder))
-    explanations = choose_candidates(cfg, client, tokenizer, explanations, records)
-    tasks = [LatentTask(row["coder"], row["latent"], row["explanation"],
-                        [r for r in records[row["coder"]][row["latent"]] if r["split"] == "test"])
-             for row in explanations]
-    context = ScoreContext(settings=cfg.scoring, tokenizer=tokenizer, capabilities=client.capabilities,
-                           backend=client.backend, records=records, mark_threshold=cfg.explainer.mark_threshold,
-                           seed=cfg.seed, subject=subject, config=cfg)
-    out = score_latents(client, scorers, context, tasks)
-    write_usage(cfg.path, "score", out.usage_tags, out.usage)
-    write_parquet(cfg.path / EXAMPLES, _uniform(out.examples))
-    write_parquet(cfg.path / SCORES, _uniform(out.scores))
-    write_parquet(cfg.path / SCORES_BY_DECILE, _uniform(out.by_decile))
-    write_parquet(cfg.path / SCORES_BY_SOURCE, _uniform(out.by_source))
-    return {"seconds": time.perf_counter() - started, "scored": len(out.scores),
-            "failed_answers": sum(r.get("read_as") == "failed" for r in out.examples)}
+    coders = sorted({r["coder"] for r in explanations})
+    # partitions hold whole latents (all candidates of one latent stay together)
+    latents = list(dict.fromkeys((r["coder"], r["latent"]) for r in explanations))
+    groups = []
+    for a, b in split_ranges(len(latents), executor.partitions(len(latents))):
+        mine = set(latents[a:b])
+        groups.append([r for r in explanations if (r["coder"], r["latent"]) in mine])
+    partitions.begin(cfg.path, "score")
+    with resources.provided(cfg, subject=subject, client=client, tokenizer=tokenizer):
+        done = executor.map(score_partition, [(cfg, i, group, coders) for i, group in enumerate(groups)], "score")
+    folders = partitions.finished(cfg.path, "score", len(groups))
+    outcomes = [row for f in folders for row in pq.read_table(f / OUTCOMES).to_pylist()]
+    merged = partitions.merge(cfg.path, "score", len(groups), STAGE_FILES)
+    partitions.end(cfg.path, "score")
+    by_decile, by_source = pooled_rows(outcomes)
+    _add_pooled(cfg.path / SCORES_BY_DECILE, by_decile)
+    _add_pooled(cfg.path / SCORES_BY_SOURCE, by_source)
+    return {"seconds": time.perf_counter() - started, "scored": sum(d["scored"] for d in done),
+            "failed_answers": sum(d["failed_answers"] for d in done), "partitions": merged}

@@ -317,28 +317,44 @@ def _table(parts: list[dict[str, np.ndarray]], tokens_flat: np.ndarray, ctx_len:
     })
 
 
+def plan_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None) -> tuple[Grid, Survey, np.ndarray, list]:
+    """Pass 1 over every latent: (grid, survey, sampled latents, [(lo, hi, sampled latents inside)] per block
+    holding any). The blocks are independent: pass 2 may build them in any process (`build_blocks`)."""
+    check_window_fits(cfg, cache.seq_len)
+    grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.ctx_len)
+    survey_ = survey(cache, cfg, grid)
+    selected = sample_latents(survey_, cfg, n_latents)
+    blocks = []
+    for lo, hi in latent_blocks(cache):
+        inside = selected[(selected >= lo) & (selected < hi)]
+        if len(inside):
+            blocks.append((lo, hi, inside))
+    return grid, survey_, selected, blocks
+
+
+def build_blocks(cache: LatentCache, cfg: RecordConfig, grid: Grid, survey_: Survey, blocks: list, extras: Extras,
+                 on_block: Callable[[int], None] | None = None) -> pa.Table:
+    """Pass 2 for some blocks: their example rows, sorted by latent first, so tables of consecutive block
+    ranges concatenate into the table of all of them."""
+    parts = []
+    for lo, hi, inside in blocks:
+        parts.append(build_block(cache, lo, hi, inside, cfg, grid, survey_, extras))
+        if on_block is not None:
+            on_block(len(inside))
+    return _table(parts, np.asarray(cache.tokens).reshape(-1), cfg.ctx_len)
+
+
 def build_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None, extras: Extras | None = None,
                   on_block: Callable[[int], None] | None = None) -> tuple[pa.Table, list[dict]]:
     """Example rows of up to `n_latents` sampled eligible latents (all of them with None), and one summary
     row per sampled latent (how many windows it had, how many test positives and negatives it got)."""
-    check_window_fits(cfg, cache.seq_len)
-    grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.ctx_len)
-    extras = extras or Extras()
-    survey_ = survey(cache, cfg, grid)
-    selected = sample_latents(survey_, cfg, n_latents)
-    parts = []
-    for lo, hi in latent_blocks(cache):
-        inside = selected[(selected >= lo) & (selected < hi)]
-        if len(inside):
-            parts.append(build_block(cache, lo, hi, inside, cfg, grid, survey_, extras))
-            if on_block is not None:
-                on_block(len(inside))
-    table = _table(parts, np.asarray(cache.tokens).reshape(-1), cfg.ctx_len)
-    summary = _summary(table, selected, survey_, cache, cfg)
-    return table, summary
+    grid, survey_, selected, blocks = plan_records(cache, cfg, n_latents)
+    table = build_blocks(cache, cfg, grid, survey_, blocks, extras or Extras(), on_block)
+    return table, records_summary(table, selected, survey_, cache, cfg)
 
 
-def _summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cache: LatentCache, cfg: RecordConfig) -> list[dict]:
+def records_summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cache: LatentCache,
+                    cfg: RecordConfig) -> list[dict]:
     latent = table.column("latent").to_numpy()
     split = table.column("split").to_numpy(zero_copy_only=False)
     kind = table.column("kind").to_numpy(zero_copy_only=False)
