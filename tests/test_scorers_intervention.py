@@ -63,16 +63,18 @@ def test_kl_is_zero_without_a_push_and_grows_with_it(built_cache, tiny_model, to
 
 def test_steered_generation_equals_each_push_generated_alone(built_cache, tiny_model, tokenizer, bos):
     site = write_site(tiny_model, _sae(built_cache))
-    prompt = [bos] + tokenizer(NEUTRAL_PROMPTS[0], add_special_tokens=False).input_ids
+    prompts = [[bos] + tokenizer(t, add_special_tokens=False).input_ids for t in NEUTRAL_PROMPTS[:3]]
+    assert len({len(p) for p in prompts}) > 1  # padded together
     direction = _sae(built_cache).decoder_directions()[3].float()
     pushes = torch.stack([torch.zeros_like(direction), direction * 20, direction * -20])
-    together = generate_steered(tiny_model, site.module, site.side, prompt, pushes, 6, tokenizer.pad_token_id)
-    alone = [generate_steered(tiny_model, site.module, site.side, prompt, p[None], 6, tokenizer.pad_token_id)[0]
-             for p in pushes]
-    assert together == alone
-    clean = tiny_model.generate(input_ids=torch.tensor([prompt]), do_sample=False, max_new_tokens=6,
-                                pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
-    assert together[0] == clean and together[1] != clean
+    together = generate_steered(tiny_model, site.module, site.side, prompts, pushes, 6, tokenizer.pad_token_id)
+    for p, prompt in enumerate(prompts):
+        alone = [generate_steered(tiny_model, site.module, site.side, [prompt], push[None], 6,
+                                  tokenizer.pad_token_id)[0][0] for push in pushes]
+        assert together[p] == alone
+        clean = tiny_model.generate(input_ids=torch.tensor([prompt]), do_sample=False, max_new_tokens=6,
+                                    pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
+        assert together[p][0] == clean and together[p][1] != clean
 
 
 def _scorer(built_cache, cfg, tiny_model, tokenizer, bos, explanations):

@@ -115,9 +115,9 @@ class InterventionScorer(Scorer):
         """The unsteered continuations (the same for every latent: a zero push changes nothing)."""
         if self._clean is None:
             width = self.model.get_input_embeddings().embedding_dim
-            self._clean = [self._text(generate_steered(self.model, site.module, site.side, ids, torch.zeros(1, width),
-                                                       self.settings.intervention_tokens, self.pad_id)[0])
-                           for ids in self.prompt_ids]
+            outputs = generate_steered(self.model, site.module, site.side, self.prompt_ids, torch.zeros(1, width),
+                                       self.settings.intervention_tokens, self.pad_id)
+            self._clean = [self._text(rows[0]) for rows in outputs]
         return self._clean
 
     def _random_unit(self, task: LatentTask, width: int) -> torch.Tensor:
@@ -166,11 +166,11 @@ class InterventionScorer(Scorer):
         random_kl = {c.target_kl: probe.kl(random_unit * c.scale) for c in calibrations}
         pushes = torch.stack([unit * c.scale for c in calibrations] + [random_unit * c.scale for c in calibrations])
         steered, randoms = [], []
-        for ids in self.prompt_ids:
-            outputs = [self._text(o) for o in generate_steered(self.model, site.module, site.side, ids, pushes,
-                                                               self.settings.intervention_tokens, self.pad_id)]
-            steered.append(outputs[:len(targets)])
-            randoms.append(outputs[len(targets):])
+        for rows in generate_steered(self.model, site.module, site.side, self.prompt_ids, pushes,
+                                     self.settings.intervention_tokens, self.pad_id):
+            texts = [self._text(row) for row in rows]
+            steered.append(texts[:len(targets)])
+            randoms.append(texts[len(targets):])
         result = {"key": key, "norm": norm, "calibrations": calibrations, "random_kl": random_kl,
                   "clean": self._clean_texts(site), "steered": steered, "random": randoms}
         if path is not None:

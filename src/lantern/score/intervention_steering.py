@@ -102,23 +102,33 @@ def calibrate(kl_at: Callable[[float], float], targets: tuple[float, ...], toler
 
 
 @torch.inference_mode()
-def generate_steered(model: torch.nn.Module, module: torch.nn.Module, side: str, prompt: list[int],
-                     pushes: torch.Tensor, max_new_tokens: int, pad_id: int = 0) -> list[list[int]]:
-    """Greedy continuations of one prompt, one per row of `pushes` ([rows, d]; a zero row is the clean text),
-    with the row's vector added at every position after the BOS, generated tokens included. All rows share
-    the prompt, so no row is padded and each equals its own unbatched generation."""
+def generate_steered(model: torch.nn.Module, module: torch.nn.Module, side: str, prompts: list[list[int]],
+                     pushes: torch.Tensor, max_new_tokens: int, pad_id: int = 0) -> list[list[list[int]]]:
+    """Greedy continuations of every prompt under every row of `pushes` ([rows, d]; a zero row is the clean
+    text): out[prompt][row] = new token ids. The row's vector is added at every position after the BOS,
+    generated tokens included. All prompt × row sequences go through one `generate` call, left-padded (one
+    pass over the weights per new token instead of one per prompt: on CPU each step is bound by reading the
+    weights, not by the batch)."""
     param = next(model.parameters())
     rows = pushes.shape[0]
-    ids = torch.tensor([prompt] * rows, device=param.device)
-    vectors = pushes.to(param.device, torch.float32)[:, None, :]
-    prompt_mask = torch.ones((1, len(prompt), 1), device=param.device)
-    prompt_mask[:, 0] = 0
+    sequences = [prompt for prompt in prompts for _ in range(rows)]
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, width - len(seq):] = torch.tensor(seq)
+        mask[i, width - len(seq):] = 1
+    steered = mask.clone()
+    steered[torch.arange(len(sequences)), width - torch.tensor([len(s) for s in sequences])] = 0  # the BOS
+    vectors = pushes.to(param.device, torch.float32).repeat(len(prompts), 1)[:, None, :]
+    prompt_weight = steered.to(param.device, torch.float32)[..., None]
 
     def add(acts: torch.Tensor) -> torch.Tensor:
-        weight = prompt_mask if acts.shape[1] == len(prompt) else 1.0
+        weight = prompt_weight if acts.shape[1] == width else 1.0
         return acts + (vectors * weight).to(acts.dtype)
 
     with activation_hook(module, side, add):
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad_id)
-    return [row[len(prompt):].tolist() for row in out]
+        out = model.generate(input_ids=ids.to(param.device), attention_mask=mask.to(param.device), do_sample=False,
+                             max_new_tokens=max_new_tokens, pad_token_id=pad_id, top_p=None, top_k=None)
+    new = out[:, width:].tolist()
+    return [new[p * rows:(p + 1) * rows] for p in range(len(prompts))]
