@@ -79,12 +79,17 @@ def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optiona
         cfg.records = replace(cfg.records, n_validation_per_decile=1)
 
 
-def _set_scorers(cfg: RunConfig, scorers: Optional[str]) -> None:
-    """Apply --scorers (checked before any model is loaded); scores can be redone with other scorers any time."""
+def _set_scorers(cfg: RunConfig, scorers: Optional[str], examples_per_prompt: Optional[int] = None) -> None:
+    """Apply --scorers and --examples-per-prompt (checked before any model is loaded); scores can be redone with
+    other scorers any time."""
+    from dataclasses import replace
+
     from lantern.score.registry import parse_scorers
 
     if scorers is not None:
         cfg.scorers = parse_scorers(scorers)
+    if examples_per_prompt is not None:
+        cfg.scoring = replace(cfg.scoring, examples_per_prompt=examples_per_prompt)
     cfg.scoring.check()
 
 
@@ -117,6 +122,9 @@ ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot
 CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
 ScorersOpt = typer.Option(None, "--scorers", help="Comma list of detection, fuzzing, simulation, surprisal, embedding, "
                                                   "intruder (default: the run's, else detection,fuzzing).")
+PerPromptOpt = typer.Option(None, "--examples-per-prompt", help="Detection/fuzzing texts per prompt: 1 = one-token "
+                                                               "answers read from log-probs (default), N = one list "
+                                                               "of N 0/1 verdicts per prompt.")
 
 
 @app.command()
@@ -179,13 +187,13 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-          scorers: Optional[str] = ScorersOpt):
+          scorers: Optional[str] = ScorersOpt, examples_per_prompt: Optional[int] = PerPromptOpt):
     """Score every explanation with the run's scorers (default detection and fuzzing)."""
     from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
 
     cfg = _load(run_dir)
-    _set_scorers(cfg, scorers)
+    _set_scorers(cfg, scorers, examples_per_prompt)
     cfg.save()
     subject = None
     if any(s.needs().subject_model for s in scorers_for(cfg)):
@@ -208,7 +216,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
-        scorers: Optional[str] = ScorersOpt):
+        scorers: Optional[str] = ScorersOpt, examples_per_prompt: Optional[int] = PerPromptOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -223,7 +231,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
-    _set_scorers(cfg, scorers)
+    _set_scorers(cfg, scorers, examples_per_prompt)
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SIMULATION_MODES = ("auto", "prompt-logprobs", "per-token")
+MAX_EXAMPLES_PER_PROMPT = 20
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class ScorerConfig:
     windows share something the LLM can see, which needs no explanation."""
     bootstrap_resamples: int = 1000
     """Resamples behind every confidence interval."""
+    examples_per_prompt: int = 1
+    """Detection and fuzzing: texts shown per prompt. 1: one text and a one-token yes/no answer whose P(yes) comes
+    from log-probs where the backend has them; more: numbered texts answered by one generated list of 0/1 verdicts
+    (fewer calls, longer prompts, no probabilities; a short or malformed list fails the texts it lacks)."""
 
     def check(self) -> None:
         """Refuse settings that cannot score (called before any model is loaded)."""
@@ -43,3 +48,5 @@ class ScorerConfig:
             raise LanternError(f"intruder_windows must be 1..8 (answers are one digit), not {self.intruder_windows}")
         if self.bootstrap_resamples < 10:
             raise LanternError(f"bootstrap_resamples must be at least 10, not {self.bootstrap_resamples}")
+        if not 1 <= self.examples_per_prompt <= MAX_EXAMPLES_PER_PROMPT:
+            raise LanternError(f"examples_per_prompt must be 1..{MAX_EXAMPLES_PER_PROMPT}, not {self.examples_per_prompt}")
