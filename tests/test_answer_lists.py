@@ -18,6 +18,8 @@ from lantern.score.answers import verdict_list
 from lantern.score.settings import ScorerConfig
 from scorer_runs import ScriptedLLM, latent_of, make_run, read, scored_rows
 
+SCORE_FILES = ("scores.parquet", "examples.parquet", "usage/score.parquet")
+
 # --- reading a list answer -------------------------------------------------------------------------
 
 
@@ -95,7 +97,7 @@ def test_lists_and_one_token_answers_agree_with_a_perfect_judge(tmp_path, built_
         cfg, rows = make_run(tmp_path / str(k), built_cache, ["detection", "fuzzing"], examples_per_prompt=k)
         client = ScriptedLLM(judge(truth(tokenizer, cfg, rows)))
         run_score(cfg, client, tokenizer)
-        scores, examples, usage = read(cfg, "scores.parquet"), read(cfg, "examples.parquet"), read(cfg, "usage/score.parquet")
+        scores, examples, usage = (read(cfg, name) for name in SCORE_FILES)
         results[k] = client, scores, examples
         for s in scores:
             mine = [e for e in examples if (e["latent"], e["scorer"]) == (s["latent"], s["scorer"])]
@@ -155,7 +157,7 @@ def test_lists_through_the_tiny_models_generate(tmp_path, built_cache, tokenizer
                          explained=1, few=True)
     client = TransformersClient(tiny_model, tokenizer, "tiny", batch_size=8)
     result = run_score(cfg, client, tokenizer)
-    scores, examples, usage = read(cfg, "scores.parquet"), read(cfg, "examples.parquet"), read(cfg, "usage/score.parquet")
+    scores, examples, usage = (read(cfg, name) for name in SCORE_FILES)
     assert {s["scorer"] for s in scores} == {"detection", "fuzzing"}
     assert result["failed_answers"] == sum(e["read_as"] == "failed" for e in examples)
     for s in scores:

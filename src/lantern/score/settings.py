@@ -49,4 +49,5 @@ class ScorerConfig:
         if self.bootstrap_resamples < 10:
             raise LanternError(f"bootstrap_resamples must be at least 10, not {self.bootstrap_resamples}")
         if not 1 <= self.examples_per_prompt <= MAX_EXAMPLES_PER_PROMPT:
-            raise LanternError(f"examples_per_prompt must be 1..{MAX_EXAMPLES_PER_PROMPT}, not {self.examples_per_prompt}")
+            raise LanternError(f"examples_per_prompt must be 1..{MAX_EXAMPLES_PER_PROMPT}, "
+                               f"not {self.examples_per_prompt}")
