@@ -55,6 +55,21 @@ def test_examples_per_prompt_is_checked():
             ScorerConfig(examples_per_prompt=bad).check()
 
 
+def test_cli_option_is_checked_before_anything_loads_and_saved(tmp_path):
+    from typer.testing import CliRunner
+
+    from lantern.cli import _set_scorers, app
+
+    cfg = RunConfig(run_dir=str(tmp_path), scorers=["detection"])
+    cfg.save()
+    refused = CliRunner().invoke(app, ["score", "--run-dir", str(tmp_path), "--examples-per-prompt", "0"])
+    assert refused.exit_code == 2 and "examples_per_prompt must be 1..20" in refused.output
+    assert RunConfig.load(tmp_path).scoring.examples_per_prompt == 1  # nothing saved
+    _set_scorers(cfg, "detection,fuzzing", 5)
+    cfg.save()
+    assert RunConfig.load(tmp_path).scoring == ScorerConfig(examples_per_prompt=5)
+
+
 # --- the mode on real records -------------------------------------------------------------------------
 
 
