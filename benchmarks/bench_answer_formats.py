@@ -165,7 +165,7 @@ def fmt(value: float, ci=None, digits: int = 3) -> str:
 def table(result: dict) -> str:
     lines = ["| scorer | texts / prompt | calls / latent | prompt tok. / latent | completion tok. / latent | "
              "tokens / text | wall (both scorers) | failed answers | said yes | balanced acc. (pooled, 95% CI) | "
-             "mean over latents |", "|" + "---|" * 11]
+             "mean over latents | AUROC (pooled) |", "|" + "---|" * 12]
     for scorer in SCORERS:
         for arm in result["arms"]:
             s = arm["summary"][scorer]
@@ -174,7 +174,8 @@ def table(result: dict) -> str:
                          f"{s['tokens_per_text']:.1f} | {arm['wall_s']:.0f} s | "
                          f"{s['failed_answers']} of {s['texts']} | "
                          f"{s['said_yes']} | {fmt(s['balanced_accuracy'], s['balanced_accuracy_ci'])} | "
-                         f"{fmt(s['balanced_accuracy_mean_over_latents'])} (n={s['latents_with_balanced_accuracy']}) |")
+                         f"{fmt(s['balanced_accuracy_mean_over_latents'])} (n={s['latents_with_balanced_accuracy']}) | "
+                         f"{fmt(s['auroc'])} |")
     lines += ["", "| scorer | texts both read | Cohen's kappa (95% CI) | same verdict (95% CI) | "
                   "read by one mode only |",
               "|---|---|---|---|---|"]
