@@ -1,5 +1,5 @@
 """Reading answers: the probability of "yes", or of each digit, from log-probs where the backend gives them,
-else from the parsed text; an answer that cannot be read is a failure, never a guess."""
+else from the parsed text; or a list of 0/1 verdicts; an answer that cannot be read is a failure, never a guess."""
 from __future__ import annotations
 
 import math
