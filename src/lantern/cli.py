@@ -79,9 +79,10 @@ def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optiona
         cfg.records = replace(cfg.records, n_validation_per_decile=1)
 
 
-def _set_scorers(cfg: RunConfig, scorers: Optional[str], intervention_kl: Optional[str] = None) -> None:
-    """Apply --scorers and --intervention-kl (checked before any model is loaded); scores can be redone with
-    other scorers any time."""
+def _set_scorers(cfg: RunConfig, scorers: Optional[str], intervention_kl: Optional[str] = None,
+                 examples_per_prompt: Optional[int] = None) -> None:
+    """Apply --scorers, --intervention-kl and --examples-per-prompt (checked before any model is loaded);
+    scores can be redone with other scorers any time."""
     import dataclasses
 
     from lantern.score.registry import parse_scorers
@@ -94,6 +95,8 @@ def _set_scorers(cfg: RunConfig, scorers: Optional[str], intervention_kl: Option
         except ValueError:
             raise LanternError(f"--intervention-kl takes comma-separated numbers (nats), not {intervention_kl!r}") from None
         cfg.scoring = dataclasses.replace(cfg.scoring, intervention_targets=targets)
+    if examples_per_prompt is not None:
+        cfg.scoring = dataclasses.replace(cfg.scoring, examples_per_prompt=examples_per_prompt)
     cfg.scoring.check()
 
 
@@ -129,6 +132,9 @@ ScorersOpt = typer.Option(None, "--scorers", help="Comma list of detection, fuzz
                                                   "intruder, intervention (default: the run's, else detection,fuzzing).")
 KLOpt = typer.Option(None, "--intervention-kl", help="Target next-token KL divergences (nats) the intervention scorer "
                                                      "steers each latent to, comma-separated (default 0.5,1,3).")
+PerPromptOpt = typer.Option(None, "--examples-per-prompt", help="Detection/fuzzing texts per prompt: 1 = one-token "
+                                                               "answers read from log-probs (default), N = one list "
+                                                               "of N 0/1 verdicts per prompt.")
 
 
 ExecutorOpt = typer.Option("local", "--executor", help="Where partitions run: local (this process) or ray.")
@@ -237,13 +243,14 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
           scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt,
-          ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
+          ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
+          examples_per_prompt: Optional[int] = PerPromptOpt):
     """Score every explanation with the run's scorers (default detection and fuzzing)."""
     from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
 
     cfg = _load(run_dir)
-    _set_scorers(cfg, scorers, intervention_kl)
+    _set_scorers(cfg, scorers, intervention_kl, examples_per_prompt)
     cfg.save()
     runner = _executor(executor, ray_address, partitions)
     subject = client = None
@@ -274,7 +281,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
         scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt,
-        partitions: int = PartitionsOpt):
+        partitions: int = PartitionsOpt,
+          examples_per_prompt: Optional[int] = PerPromptOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -289,7 +297,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
-    _set_scorers(cfg, scorers, intervention_kl)
+    _set_scorers(cfg, scorers, intervention_kl, examples_per_prompt)
     cfg.save()
     runner = _executor(executor, ray_address, partitions)
     times: dict[str, float] = {}

@@ -1,5 +1,5 @@
 """Reading answers: the probability of "yes", or of each digit, from log-probs where the backend gives them,
-else from the parsed text; an answer that cannot be read is a failure, never a guess."""
+else from the parsed text; or a list of 0/1 verdicts; an answer that cannot be read is a failure, never a guess."""
 from __future__ import annotations
 
 import math
@@ -74,3 +74,33 @@ def digit_choice(response: Response, allowed: range) -> tuple[dict[int, float] |
     if match and int(match.group(1)) in allowed:
         return {int(match.group(1)): 1.0}, "text"
     return None, "failed"
+
+
+def verdict_list(response: Response, count: int) -> tuple[list[int | None], str | None]:
+    """Read a list answer such as `1, 0, 0, 1, 1]` (the prompt ends in `[`; a leading `[` is accepted too) into one
+    verdict per shown text, and what was wrong with it (None when nothing was).
+
+    Strict: each entry is exactly `0` or `1` between commas, up to the closing `]` (or the end of the answer; one
+    trailing comma is allowed). Entries are read up to the first one that is not `0` or `1`; the texts left
+    without an entry count as failed, never as "no". A list with more entries than texts cannot be matched to
+    them, so all of its texts fail."""
+    failed: list[int | None] = [None] * count
+    if not response.ok:
+        return failed, "call failed"
+    body = (response.text or "").strip()
+    if body.startswith("["):
+        body = body[1:]
+    parts = [part.strip() for part in body.split("]", 1)[0].split(",")]
+    if len(parts) > 1 and not parts[-1]:
+        parts.pop()
+    if len(parts) > count:
+        return failed, f"{len(parts)} entries for {count} texts"
+    values: list[int | None] = []
+    for entry in parts:
+        if entry not in ("0", "1"):
+            break
+        values.append(int(entry))
+    if len(values) == count:
+        return values, None
+    problem = "no list" if not values else f"{len(values)} of {count} answers read"
+    return values + [None] * (count - len(values)), problem

@@ -1,5 +1,6 @@
 """Fuzzing: the same activating windows shown twice, once with the truly activating tokens marked and
-once with as many marks on tokens where the latent is zero; does the marking fit the explanation?"""
+once with as many marks on tokens where the latent is zero; does the marking fit the explanation? One marked
+window per prompt with a one-token answer, or with `examples_per_prompt` > 1 several answered by one list."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import numpy as np
 from lantern.explain.format import activation_marks, marked_text
 from lantern.llm.base import Request
 from lantern.score.base import LatentTask
-from lantern.score.verdicts import VerdictScorer
+from lantern.score.verdicts import VerdictScorer, list_verdicts_request
 
 PROMPT = (
     "A feature inside a language model has this description: {explanation}\n"
@@ -15,6 +16,15 @@ PROMPT = (
     "Text: {text}\n"
     "Are the marked tokens the ones the description is about? Answer yes or no.\n"
     "Answer:"
+)
+
+LIST_PROMPT = (
+    "A feature inside a language model has this description: {explanation}\n"
+    "In each of the {count} numbered texts below some tokens are marked like <<this>>.\n"
+    "{texts}"
+    "Reply with {count} digits in text order, separated by commas: 1 where the marked tokens are the ones the "
+    "description is about, 0 where they are not.\n"
+    "Answer: ["
 )
 
 
@@ -41,9 +51,17 @@ def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "
     return out
 
 
+def text(tokenizer, item: dict) -> str:
+    return marked_text(tokenizer, item["example"]["tokens"], item["marks"])
+
+
 def request(tokenizer, explanation: str, item: dict) -> Request:
-    text = marked_text(tokenizer, item["example"]["tokens"], item["marks"])
-    return Request(prompt=PROMPT.format(explanation=explanation, text=text), max_tokens=1, top_logprobs=20, stop=())
+    return Request(prompt=PROMPT.format(explanation=explanation, text=text(tokenizer, item)), max_tokens=1,
+                   top_logprobs=20, stop=())
+
+
+def list_request(tokenizer, explanation: str, items: list[dict], per_prompt: int) -> Request:
+    return list_verdicts_request(LIST_PROMPT, explanation, [text(tokenizer, item) for item in items], per_prompt)
 
 
 class FuzzingScorer(VerdictScorer):
@@ -54,6 +72,9 @@ class FuzzingScorer(VerdictScorer):
 
     def request(self, explanation: str, item: dict) -> Request:
         return request(self.context.tokenizer, explanation, item)
+
+    def list_request(self, explanation: str, items: list[dict]) -> Request:
+        return list_request(self.context.tokenizer, explanation, items, self.settings.examples_per_prompt)
 
     def negative_source(self, item: dict) -> str:
         return item["variant"]  # the negatives are the latent's own windows with misplaced marks

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SIMULATION_MODES = ("auto", "prompt-logprobs", "per-token")
+MAX_EXAMPLES_PER_PROMPT = 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class ScorerConfig:
     """Neutral prompts steered per latent (the first n of explain/output_evidence.NEUTRAL_PROMPTS)."""
     intervention_tokens: int = 16
     """Tokens generated per steered or clean continuation (greedy)."""
+    examples_per_prompt: int = 1
+    """Detection and fuzzing: texts shown per prompt. 1: one text and a one-token yes/no answer whose P(yes) comes
+    from log-probs where the backend has them; more: numbered texts answered by one generated list of 0/1 verdicts
+    (fewer calls, longer prompts, no probabilities; a short or malformed list fails the texts it lacks)."""
 
     def __post_init__(self):  # config.json stores the targets as a list
         object.__setattr__(self, "intervention_targets", tuple(float(t) for t in self.intervention_targets))
@@ -59,3 +64,6 @@ class ScorerConfig:
             raise LanternError(f"intervention_tokens must be at least 1, not {self.intervention_tokens}")
         if self.bootstrap_resamples < 10:
             raise LanternError(f"bootstrap_resamples must be at least 10, not {self.bootstrap_resamples}")
+        if not 1 <= self.examples_per_prompt <= MAX_EXAMPLES_PER_PROMPT:
+            raise LanternError(f"examples_per_prompt must be 1..{MAX_EXAMPLES_PER_PROMPT}, "
+                               f"not {self.examples_per_prompt}")
