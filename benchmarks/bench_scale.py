@@ -60,6 +60,28 @@ def _usage(run_dir: Path, stage: str) -> dict:
             "call_seconds": float(sum(r["seconds"] for r in rows))}
 
 
+def instant_client(run_dir: Path, concurrency: int):
+    """An LLM that answers at once (a fixed explanation; "Yes" at P = 0.6 for every scorer prompt), behind the real
+    response cache and queue: what remains of a stage's time is lantern's own work per call and per latent
+    (prompts, queue, SQLite cache, parsing, metrics with bootstrap intervals, files), which a GPU server cannot
+    take off the client."""
+    import math
+
+    from lantern.llm.base import Capabilities, LLMClient, Response
+    from lantern.llm.response_cache import CachedClient
+
+    class InstantLLM(LLMClient):
+        backend, model_id = "instant", "instant"
+        capabilities = Capabilities(logprobs=True)
+
+        async def acomplete(self, batch):
+            return [Response(text="the word of between two nouns", completion_tokens=6) if r.max_tokens > 1 else
+                    Response(text="Yes", completion_tokens=1,
+                             first_token_logprobs={"Yes": math.log(0.6), "No": math.log(0.4)}) for r in batch]
+
+    return CachedClient(InstantLLM(), run_dir / "llm_cache.sqlite", concurrency=concurrency)
+
+
 def run_stage(stage: str, run_dir: Path) -> None:
     """Child process: one stage of one run directory, timed and measured; result in run_dir/bench-<stage>.json."""
     import torch
@@ -70,6 +92,27 @@ def run_stage(stage: str, run_dir: Path) -> None:
     out: dict = {"stage": stage, "rss_imports_mb": _rss_mb(), "threads": torch.get_num_threads()}
     cfg = RunConfig.load(run_dir)
     subject = None
+    if stage in ("explain-instant", "score-instant"):
+        from lantern.models.loading import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+        out["rss_before_mb"] = _rss_mb()
+        wall, cpu = time.perf_counter(), _cpu_s()
+        client = instant_client(run_dir, cfg.llm.concurrency)
+        if stage == "explain-instant":
+            from lantern.pipeline.explain_stage import run_explain
+
+            out["explained"] = run_explain(cfg, client, tokenizer)["explained"]
+        else:
+            from lantern.pipeline.score_stage import run_score
+
+            out["scored"] = run_score(cfg, client, tokenizer)["scored"]
+        out["usage"] = _usage(run_dir, stage.split("-")[0])
+        out["stage_s"] = time.perf_counter() - wall
+        out["stage_cpu_s"] = _cpu_s() - cpu
+        out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        write_json(run_dir / f"bench-{stage}.json", out)
+        return
     if stage != "records":
         from lantern.models.loading import load_subject_model
 
@@ -190,6 +233,13 @@ def measure(args) -> dict:
             record("records", "sae", t, n, run_dir)
         record("explain", "sae", t, n, run_dir)
         record("score", "sae", t, n, run_dir)
+    for t in [int(x) for x in args.instant.split(",") if x]:
+        run_dir = base / f"T{t}-L4096-instant"
+        new_run(run_dir, ["sae"], t, 4096, cache_from=base / f"T{t}")
+        if not (run_dir / "records").exists():
+            (run_dir / "records").symlink_to((base / f"T{t}-L4096" / "records").resolve())
+        record("explain-instant", "sae", t, 4096, run_dir)
+        record("score-instant", "sae", t, 4096, run_dir)
     for w in widths:
         coder = f"random:{w}:32"
         new_run(base / f"W{w}", [coder], tokens[0], 8)
@@ -222,10 +272,18 @@ def fits(results: dict) -> dict:
         for target in ("stage_s", "stage_cpu_s", "peak_rss_mb"):
             out[f"cache {target} ~ 1 + width (fixed tokens)"] = _fit(widths, width, target)
     records = sae("records")
+    for r in records:  # latents actually recorded (a request for 4096 gets the eligible ones)
+        r["recorded"] = sum(r["records"].values())
     if len(records) >= 4:
-        feats = lambda r: [r["tokens"], r["latents"], r["tokens"] * r["latents"]]  # noqa: E731
+        feats = lambda r: [r["tokens"], r["recorded"], r["tokens"] * r["recorded"]]  # noqa: E731
         for target in ("stage_s", "stage_cpu_s", "peak_rss_mb"):
-            out[f"records {target} ~ 1 + tokens + latents + tokens*latents"] = _fit(records, feats, target)
+            out[f"records {target} ~ 1 + tokens + recorded + tokens*recorded"] = _fit(records, feats, target)
+    for stage in ("explain-instant", "score-instant"):
+        rows = sae(stage)
+        if len(rows) >= 2:
+            for r in rows:
+                r["calls"] = r["usage"]["calls"]
+            out[f"{stage} stage_cpu_s ~ 1 + calls"] = _fit(rows, lambda r: [r["calls"]], "stage_cpu_s")
     for stage in ("explain", "score"):
         rows = sae(stage)
         if len(rows) >= 2:
@@ -240,7 +298,7 @@ def fits(results: dict) -> dict:
 def per_latent_usage(results: dict) -> dict:
     """Calls, prompt and completion tokens per explained latent, per LLM stage, pooled over all runs."""
     out = {}
-    for stage in ("explain", "score"):
+    for stage in ("explain", "score", "explain-instant", "score-instant"):
         rows = [r for r in results["runs"] if r["stage"] == stage]
         latents = sum(r["usage"]["latents"] for r in rows)
         if latents:
@@ -248,6 +306,7 @@ def per_latent_usage(results: dict) -> dict:
                           for key in ("calls", "prompt_tokens", "completion_tokens")}
             out[stage]["latents"] = latents
             out[stage]["seconds_per_call"] = sum(r["stage_s"] for r in rows) / sum(r["usage"]["calls"] for r in rows)
+            out[stage]["cpu_seconds_per_latent"] = sum(r["stage_cpu_s"] for r in rows) / latents
     return out
 
 
@@ -311,6 +370,8 @@ def main() -> None:
     parser.add_argument("--llm", default="16384:8,65536:8,65536:32,262144:8,262144:32",
                         help="tokens:latents pairs that also get explain + score")
     parser.add_argument("--widths", default="16384,65536", help="random:N:32 coder widths cached at the first token count")
+    parser.add_argument("--instant", default="16384,65536",
+                        help="token counts whose all-latent records get explain + score by an instant LLM")
     parser.add_argument("--work-dir", default="/tmp/bench-scale")
     parser.add_argument("--json", default=str(RESULTS))
     parser.add_argument("--keep", action="store_true", help="keep the work dir and JSON; skip measured cells")
@@ -326,7 +387,7 @@ def main() -> None:
     results["per_latent"] = per_latent_usage(results)
     if args.fit_only:
         results["prefix"] = {d.name: prefix_sharing(d) for d in sorted(Path(args.work_dir).glob("T*-L*"))
-                             if (d / "explanations.parquet").exists()}
+                             if (d / "explanations.parquet").exists() and not d.name.endswith("-instant")}
     Path(args.json).write_text(json.dumps(results, indent=1))
     report(results)
 
