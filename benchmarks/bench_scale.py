@@ -9,11 +9,16 @@ processes kept busy (/proc/stat minus the child's own CPU time): this machine is
 
 Grid: one cache per token count (the cache always holds all 4,096 latents: its cost does not depend on how many
 are explained); records for every (tokens, latents) pair on that cache; explain + score for the `--llm` pairs only
-(the LLM is the cost: ~13 s per latent on 2 idle cores); caches of wider random coders (`random:N:32`) at the
-smallest token count, for how the cache grows with the coder's width. Then least-squares fits per stage.
+(the LLM is the cost: ~13 s per latent on 2 idle cores, ~10 min of wall time on a saturated machine); caches of
+wider random coders (`random:N:32`) at the smallest token count, for how the cache grows with the coder's width
+(the all-pairs decoder-neighbour search is quadratic in it); and explain + score of every recorded latent by an
+instant LLM (`--instant`), for lantern's own cost per call and per latent. Then least-squares fits per stage.
 
-    python benchmarks/bench_scale.py                   # ~40 min on 2 shared cores; writes bench_scale_results.json
-    python benchmarks/bench_scale.py --fit-only        # refit and print the tables from the JSON
+    python benchmarks/bench_scale.py                   # ~35 min of CPU on 2 idle cores; writes bench_scale_results.json
+    python benchmarks/bench_scale.py --fit-only        # refit, count prefix sharing, print the tables from the JSON
+
+`--keep` reuses the work directory and skips the cells already in the JSON, so an interrupted grid can be resumed
+or extended.
 """
 from __future__ import annotations
 
@@ -365,12 +370,12 @@ def report(results: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", default="16384,65536,262144")
+    parser.add_argument("--tokens", default="16384,65536")
     parser.add_argument("--latents", default="8,32,128,4096", help="records for each (tokens, latents)")
-    parser.add_argument("--llm", default="16384:8,65536:8,65536:32,262144:8,262144:32",
+    parser.add_argument("--llm", default="16384:4,16384:12",
                         help="tokens:latents pairs that also get explain + score")
     parser.add_argument("--widths", default="16384,65536", help="random:N:32 coder widths cached at the first token count")
-    parser.add_argument("--instant", default="16384,65536",
+    parser.add_argument("--instant", default="16384",
                         help="token counts whose all-latent records get explain + score by an instant LLM")
     parser.add_argument("--work-dir", default="/tmp/bench-scale")
     parser.add_argument("--json", default=str(RESULTS))
