@@ -1,4 +1,4 @@
-"""The whole pipeline (cache → records → explain → score) at growing sizes, and how each stage's time and memory grow.
+"""The whole pipeline (cache → records → explain → score) at growing sizes: how each stage's time and memory grow.
 
 Defaults of `lantern run` except the coder set: the embedded Gemma 3 270M as subject model and as the in-process
 LLM, the embedded corpus, the embedded SAE (`sae`, 4,096 latents, k = 32), the default explainer and the
@@ -171,9 +171,10 @@ def spawn(stage: str, run_dir: Path) -> dict:
     """Run one stage in a fresh interpreter; add what the parent sees: wall, child CPU, others' cores, load."""
     load_before = os.getloadavg()
     before = _machine()
-    proc = subprocess.Popen([sys.executable, __file__, "--stage", stage, "--run-dir", str(run_dir)],
-                            stdout=subprocess.DEVNULL, stderr=open(run_dir / f"bench-{stage}.log", "w"))
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(run_dir / f"bench-{stage}.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, __file__, "--stage", stage, "--run-dir", str(run_dir)],
+                                stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
     after = _machine()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{stage} failed in {run_dir}: see {run_dir / f'bench-{stage}.log'}")
@@ -265,7 +266,7 @@ def _fit(rows: list[dict], features, target: str) -> dict:
 
 def fits(results: dict) -> dict:
     runs = results["runs"]
-    sae = lambda stage: [r for r in runs if r["stage"] == stage and r["coder"] == "sae"]  # noqa: E731
+    sae = lambda stage: [r for r in runs if r["stage"] == stage and r["coder"] == "sae"]
     out: dict = {}
     cache = sae("cache")
     if len(cache) >= 2:
@@ -273,14 +274,14 @@ def fits(results: dict) -> dict:
             out[f"cache {target} ~ 1 + tokens"] = _fit(cache, lambda r: [r["n_tokens"]], target)
     widths = [r for r in runs if r["stage"] == "cache" and r["tokens"] == min(c["tokens"] for c in cache)]
     if len(widths) >= 2:
-        width = lambda r: [4096 if r["coder"] == "sae" else int(r["coder"].split(":")[1])]  # noqa: E731
+        width = lambda r: [4096 if r["coder"] == "sae" else int(r["coder"].split(":")[1])]
         for target in ("stage_s", "stage_cpu_s", "peak_rss_mb"):
             out[f"cache {target} ~ 1 + width (fixed tokens)"] = _fit(widths, width, target)
     records = sae("records")
     for r in records:  # latents actually recorded (a request for 4096 gets the eligible ones)
         r["recorded"] = sum(r["records"].values())
     if len(records) >= 4:
-        feats = lambda r: [r["tokens"], r["recorded"], r["tokens"] * r["recorded"]]  # noqa: E731
+        feats = lambda r: [r["tokens"], r["recorded"], r["tokens"] * r["recorded"]]
         for target in ("stage_s", "stage_cpu_s", "peak_rss_mb"):
             out[f"records {target} ~ 1 + tokens + recorded + tokens*recorded"] = _fit(records, feats, target)
     for stage in ("explain-instant", "score-instant"):
@@ -330,7 +331,7 @@ def prefix_sharing(run_dir: Path) -> dict:
 
     cfg = RunConfig.load(run_dir)
     tokenizer = load_tokenizer(cfg.model)
-    count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
+    count = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)
     explanations = [r for r in pq.read_table(run_dir / "explanations.parquet").to_pylist() if not r["failed"]]
     explain = [r["prompt"] for r in pq.read_table(run_dir / "explanations.parquet").to_pylist()]
     out = {"latents": len(explanations), "explain": {
@@ -340,7 +341,8 @@ def prefix_sharing(run_dir: Path) -> dict:
         calls, tokens, shared = [], [], []
         for row in explanations:
             rows = examples_by_latent(records_file(run_dir, row["coder"]))[row["latent"]]
-            prompts = [_request(scorer, tokenizer, row["explanation"], item).prompt for item in _items(scorer, rows, cfg)]
+            prompts = [_request(scorer, tokenizer, row["explanation"], item).prompt
+                       for item in _items(scorer, rows, cfg)]
             if prompts:
                 calls.append(len(prompts))
                 tokens.append(sum(1 + count(p) for p in prompts))
@@ -352,8 +354,8 @@ def prefix_sharing(run_dir: Path) -> dict:
 
 
 def report(results: dict) -> None:
-    print("\n| stage | coder | tokens | latents | wall s | CPU s | load s | RSS before MB | peak RSS MB | others' cores "
-          "| load avg (1 min) |")
+    print("\n| stage | coder | tokens | latents | wall s | CPU s | load s | RSS before MB | peak RSS MB "
+          "| others' cores | load avg (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         print(f"| {r['stage']} | {r['coder']} | {r['tokens']:,} | {r['latents'] or 'all 4,096 cached'} | "
@@ -374,7 +376,8 @@ def main() -> None:
     parser.add_argument("--latents", default="8,32,128,4096", help="records for each (tokens, latents)")
     parser.add_argument("--llm", default="16384:4,16384:12",
                         help="tokens:latents pairs that also get explain + score")
-    parser.add_argument("--widths", default="16384,65536", help="random:N:32 coder widths cached at the first token count")
+    parser.add_argument("--widths", default="16384,65536",
+                        help="random:N:32 coder widths cached at the first token count")
     parser.add_argument("--instant", default="16384",
                         help="token counts whose all-latent records get explain + score by an instant LLM")
     parser.add_argument("--work-dir", default="/tmp/bench-scale")
