@@ -360,7 +360,7 @@ def report(results: dict) -> None:
     for r in results["runs"]:
         print(f"| {r['stage']} | {r['coder']} | {r['tokens']:,} | {r['latents'] or 'all 4,096 cached'} | "
               f"{r['stage_s']:.1f} | {r['stage_cpu_s']:.1f} | {r.get('load_s', 0):.1f} | {r['rss_before_mb']:.0f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['others_cores']:.2f} | {r['load_before'][0]}–{r['load_after'][0]} |")
+              f"{r['peak_rss_mb']:.0f} | {r.get('others_cores', float('nan')):.2f} | {r['load_before'][0]}–{r['load_after'][0]} |")
     print()
     for name, fit in results.get("fits", {}).items():
         coef = ", ".join(f"{c:.4g}" for c in fit["coef"])
