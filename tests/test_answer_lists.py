@@ -65,7 +65,7 @@ def test_cli_option_is_checked_before_anything_loads_and_saved(tmp_path):
     refused = CliRunner().invoke(app, ["score", "--run-dir", str(tmp_path), "--examples-per-prompt", "0"])
     assert refused.exit_code == 2 and "examples_per_prompt must be 1..20" in refused.output
     assert RunConfig.load(tmp_path).scoring.examples_per_prompt == 1  # nothing saved
-    _set_scorers(cfg, "detection,fuzzing", 5)
+    _set_scorers(cfg, "detection,fuzzing", examples_per_prompt=5)
     cfg.save()
     assert RunConfig.load(tmp_path).scoring == ScorerConfig(examples_per_prompt=5)
 

@@ -281,8 +281,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
         scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt,
-        partitions: int = PartitionsOpt,
-          examples_per_prompt: Optional[int] = PerPromptOpt):
+        partitions: int = PartitionsOpt, examples_per_prompt: Optional[int] = PerPromptOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
