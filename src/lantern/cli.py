@@ -35,6 +35,39 @@ def clear_errors(fn):
 RunDir = typer.Option(None, "--run-dir", help="Run directory (default: runs/<timestamp>).")
 
 
+def locked(new_run: str | None = None):
+    """Hold the run directory's lock (pipeline/lock.py) for the whole command, so a second command on the same
+    directory refuses; a disk that fills up mid-command ends with one clear line. A command that may start a new
+    run (`new_run`: its name prefix) gets its default directory runs/<new_run>-<timestamp> here, locked too."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from lantern.io import as_disk_full
+            from lantern.pipeline.lock import run_lock
+
+            if kwargs.get("run_dir") is None and new_run:
+                kwargs["run_dir"] = Path("runs") / datetime.now().strftime(f"{new_run}-%Y%m%d-%H%M%S")
+            run_dir = Path(kwargs["run_dir"])
+            if not new_run and not run_dir.is_dir():
+                return fn(*args, **kwargs)  # not a run directory: the command says so, and creates nothing
+            note = lambda old: console.print(  # noqa: E731
+                f"[yellow]note:[/yellow] took over the lock of pid {old.get('pid')} on {old.get('host')}, "
+                f"which ended without releasing it (killed?); its finished work is reused")
+            try:
+                with run_lock(run_dir, on_takeover=note):
+                    return fn(*args, **kwargs)
+            except Exception as err:
+                full = as_disk_full(err, run_dir)
+                if full is None:
+                    raise
+                raise full from err
+
+        return wrapper
+
+    return decorate
+
+
 def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfig:
     """A new run's config, or the saved one of an existing run directory. Asking an existing run for another
     model, corpus, coder set, ... is refused: its cache and records were made with the saved settings."""
@@ -53,9 +86,10 @@ def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfi
     return RunConfig(run_dir=str(run_dir), llm=llm, **settings)
 
 
-def _llm_config(url, model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False) -> LLMConfig:
+def _llm_config(url, model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
+                outage_wait=300.0) -> LLMConfig:
     return LLMConfig(url=url, model=model, api=api, api_key_env=key_env, backend=backend, concurrency=concurrency,
-                     prompt_logprobs=prompt_logprobs)
+                     prompt_logprobs=prompt_logprobs, outage_wait=outage_wait)
 
 
 def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optional[int],
@@ -112,6 +146,8 @@ BackendOpt = typer.Option("auto", "--llm-backend", help="auto (http with --llm-u
                                                         "http or vllm (offline engine, GPU machines).")
 ConcurrencyOpt = typer.Option(8, "--llm-concurrency", help="LLM calls in flight at once (a server's capacity).")
 PromptLpOpt = typer.Option(False, "--llm-prompt-logprobs", help="The server returns prompt log-probs via `echo`.")
+WaitOpt = typer.Option(None, "--llm-wait", help="Seconds to wait, in all, for a server that went away mid-run to "
+                                                "come back before stopping (default: the run's, else 300).")
 ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
                                                       "(default: the run's explainer, else default).")
 CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
@@ -121,6 +157,7 @@ ScorersOpt = typer.Option(None, "--scorers", help="Comma list of detection, fuzz
 
 @app.command()
 @clear_errors
+@locked(new_run="run")
 def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
           layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
           batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt):
@@ -136,6 +173,7 @@ def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str =
 
 @app.command()
 @clear_errors
+@locked()
 def records(run_dir: Path = typer.Option(..., "--run-dir")):
     """Build each latent's explain/test examples and verified negatives."""
     from lantern.pipeline.records_stage import run_records
@@ -145,21 +183,26 @@ def records(run_dir: Path = typer.Option(..., "--run-dir")):
 
 
 def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
-            subject=None):
+            subject=None, outage_wait=None):
     from lantern.llm.factory import make_client
 
     if url or llm_model or backend != "auto":
         cfg.llm = _llm_config(url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
+    if outage_wait is not None:
+        cfg.llm.outage_wait = outage_wait
+    if url or llm_model or backend != "auto" or outage_wait is not None:
         cfg.save()
     return make_client(cfg.llm, cfg.path, subject)
 
 
 @app.command()
 @clear_errors
+@locked()
 def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
             llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-            explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt):
+            explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
+            llm_wait: Optional[float] = WaitOpt):
     """Explain every recorded latent with the LLM."""
     from lantern.pipeline.explain_stage import run_explain
 
@@ -168,7 +211,7 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
         _set_explainer(cfg, explainer, candidates, records_pending=False)
         cfg.save()
     client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                     llm_prompt_logprobs)
+                     llm_prompt_logprobs, outage_wait=llm_wait)
     result = run_explain(cfg, client)
     console.print(f"explained {result['explained']} latents ({result['failed']} failed) in {result['seconds']:.0f}s"
                   f" with the {result['explainer']} explainer")
@@ -176,10 +219,11 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 
 @app.command()
 @clear_errors
+@locked()
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-          scorers: Optional[str] = ScorersOpt):
+          scorers: Optional[str] = ScorersOpt, llm_wait: Optional[float] = WaitOpt):
     """Score every explanation with the run's scorers (default detection and fuzzing)."""
     from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
@@ -193,7 +237,7 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 
         subject = load_subject_model(cfg.model)
     client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                     llm_prompt_logprobs, subject=subject)
+                     llm_prompt_logprobs, subject=subject, outage_wait=llm_wait)
     try:
         result = run_score(cfg, client, subject=subject)
     finally:
@@ -203,12 +247,13 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 
 @app.command()
 @clear_errors
+@locked(new_run="run")
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
-        scorers: Optional[str] = ScorersOpt):
+        scorers: Optional[str] = ScorersOpt, llm_wait: Optional[float] = WaitOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -224,6 +269,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
     _set_scorers(cfg, scorers)
+    if llm_wait is not None:
+        cfg.llm.outage_wait = llm_wait
     cfg.save()
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -242,6 +289,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
 
 @app.command()
 @clear_errors
+@locked(new_run="validate")
 def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt,
              tokens: int = typer.Option(32_768, "--tokens", help="Tokens to cache (the planted coder is cheap; "
                                                                    "the LLM's answers are the cost)."),
