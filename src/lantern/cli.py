@@ -160,15 +160,36 @@ ScorersOpt = typer.Option(None, "--scorers", help="Comma list of detection, fuzz
 @locked(new_run="run")
 def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
           layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
-          batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt):
+          batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt,
+          repair: bool = typer.Option(False, "--repair", help="Check every shard of the run's finished cache against "
+                                                              "its checksums and recompute only the damaged ones.")):
     """Tokenize the corpus and cache the coders' sparse activations (resumable)."""
     from lantern.pipeline.cache_stage import run_cache
+
+    if repair:
+        return _repair(run_dir)
 
     cfg = _new_config(run_dir, LLMConfig(), model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
                       latents=latents, seed=seed, batch_size=batch_size, value_dtype=value_dtype, run_mb=run_mb)
     cfg.save()
     result = run_cache(cfg)
     console.print(f"cached {result['n_tokens']} tokens in {result['seconds']:.0f}s → {cfg.path / 'cache'}")
+
+
+def _repair(run_dir: Path) -> None:
+    from lantern.pipeline.repair_stage import run_repair
+
+    report = run_repair(_load(run_dir))
+    if not report.damaged:
+        console.print(f"all {report.shards_total} cache shards match their checksums: nothing to repair")
+        return
+    for d in report.damaged:
+        console.print(f"damaged: {d.coder} shard {d.shard} (latents {d.latents[0]}..{d.latents[1] - 1}): {d.reason.split('; ')[0]}")
+    console.print(f"repaired {len(report.damaged)} of {report.shards_total} shards in {report.seconds:.1f}s "
+                  f"(forward pass {report.forward_seconds:.1f}s): {len(report.exact)} byte-identical to the "
+                  f"original checksums" + (f", {len(report.replaced)} recomputed with different values (another "
+                                           f"device or library version?): their checksums and statistics were "
+                                           f"replaced" if report.replaced else ""))
 
 
 @app.command()
