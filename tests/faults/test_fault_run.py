@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import write_sparsify_folder
@@ -39,7 +40,9 @@ from faultkit import ENV, assert_same_results, is_score_prompt, lantern_cmd, scr
 from test_llm_faults import FaultyServer
 
 CONCURRENCY = 4
-SEEDS = [int(s) for s in os.environ.get("LANTERN_FAULT_SEEDS", "0,1").split(",")]
+SEEDS = [pytest.param(int(seed), marks=[pytest.mark.slow] if i else [])
+         for i, seed in enumerate(os.environ.get("LANTERN_FAULT_SEEDS", "0,1").split(","))]
+"""Kill moments are drawn from these seeds; the first runs in every suite, the others are marked slow."""
 CODERS = ("layers_1", "neurons-topk8")
 
 
@@ -223,8 +226,6 @@ def test_llm_server_killed_and_restarted_mid_run(tmp_path, inputs, reference):
     assert proc.returncode == 0, text[-3000:]
     assert "stopped accepting connections; waiting up to 120s" in text and "is back after" in text, text[-3000:]
     assert_same_results(run, reference_run)
-    import pyarrow.parquet as pq
-
     usage = pq.read_table(run / "usage" / "score.parquet").to_pylist()
     assert not any(row["failed"] for row in usage)
     assert any("cannot connect" in row["retry_reasons"] for row in usage)  # the outage was met and waited out
