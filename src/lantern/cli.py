@@ -43,7 +43,7 @@ def locked(new_run: str | None = None):
     def decorate(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            from lantern.io import as_disk_full
+            from lantern.io import as_disk_full, remove_stale_temp
             from lantern.pipeline.lock import run_lock
 
             if kwargs.get("run_dir") is None and new_run:
@@ -51,9 +51,13 @@ def locked(new_run: str | None = None):
             run_dir = Path(kwargs["run_dir"])
             if not new_run and not run_dir.is_dir():
                 return fn(*args, **kwargs)  # not a run directory: the command says so, and creates nothing
-            note = lambda old: console.print(  # noqa: E731
-                f"[yellow]note:[/yellow] took over the lock of pid {old.get('pid')} on {old.get('host')}, "
-                f"which ended without releasing it (killed?); its finished work is reused")
+            def note(old: dict) -> None:
+                removed = remove_stale_temp(run_dir)
+                console.print(f"[yellow]note:[/yellow] took over the lock of pid {old.get('pid')} on "
+                              f"{old.get('host')}, which ended without releasing it (killed?); its finished work is "
+                              f"reused" + (f", {removed} half-written temp file(s) it left were removed" if removed
+                                           else ""))
+
             try:
                 with run_lock(run_dir, on_takeover=note):
                     return fn(*args, **kwargs)

@@ -167,6 +167,7 @@ def test_kill9_in_every_stage_then_rerun_matches_and_repeats_no_call(seed, tmp_p
         server.close()
     assert landed == ["cache", "records", "explain", "score"], f"kills landed in {landed}"
 
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.partial")), "half-written files left behind"
     files = assert_same_results(run, reference_run)
     assert any(f.startswith("usage/") for f in files) and "scores.parquet" in files
 
