@@ -46,11 +46,14 @@ def locked(new_run: str | None = None):
             from lantern.io import as_disk_full, remove_stale_temp
             from lantern.pipeline.lock import run_lock
 
+            if kwargs.get("repair") and kwargs.get("run_dir") is None:
+                raise LanternError("--repair needs --run-dir: the run whose cache to check and repair")
             if kwargs.get("run_dir") is None and new_run:
                 kwargs["run_dir"] = Path("runs") / datetime.now().strftime(f"{new_run}-%Y%m%d-%H%M%S")
             run_dir = Path(kwargs["run_dir"])
             if not new_run and not run_dir.is_dir():
                 return fn(*args, **kwargs)  # not a run directory: the command says so, and creates nothing
+
             def note(old: dict) -> None:
                 removed = remove_stale_temp(run_dir)
                 console.print(f"[yellow]note:[/yellow] took over the lock of pid {old.get('pid')} on "
@@ -188,7 +191,8 @@ def _repair(run_dir: Path) -> None:
         console.print(f"all {report.shards_total} cache shards match their checksums: nothing to repair")
         return
     for d in report.damaged:
-        console.print(f"damaged: {d.coder} shard {d.shard} (latents {d.latents[0]}..{d.latents[1] - 1}): {d.reason.split('; ')[0]}")
+        console.print(f"damaged: {d.coder} shard {d.shard} (latents {d.latents[0]}..{d.latents[1] - 1}): "
+                      f"{d.reason.split('; ')[0]}")
     console.print(f"repaired {len(report.damaged)} of {report.shards_total} shards in {report.seconds:.1f}s "
                   f"(forward pass {report.forward_seconds:.1f}s): {len(report.exact)} byte-identical to the "
                   f"original checksums" + (f", {len(report.replaced)} recomputed with different values (another "

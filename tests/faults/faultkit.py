@@ -98,15 +98,17 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def _result_files(run: Path) -> list[str]:
+    return sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file() and (
+        p.suffix in (".parquet", ".npy", ".npz") or p.name in ("manifest.json", "shard.json")))
+
+
 def assert_same_results(run: Path, reference: Path) -> list[str]:
     """Every Parquet file of the two runs holds the same rows (columns of VOLATILE aside), and every cache file
     (tokens, shards, statistics, window index, manifests without their timings) is identical. Returns the
     files compared."""
-    files = sorted(p.relative_to(reference).as_posix() for p in reference.rglob("*")
-                   if p.is_file() and p.suffix in (".parquet", ".npy", ".npz") or p.name in ("manifest.json", "shard.json"))
-    mine = sorted(p.relative_to(run).as_posix() for p in run.rglob("*")
-                  if p.is_file() and p.suffix in (".parquet", ".npy", ".npz") or p.name in ("manifest.json", "shard.json"))
-    assert mine == files, f"files differ: only in run {set(mine) - set(files)}, only in reference {set(files) - set(mine)}"
+    files, mine = _result_files(reference), _result_files(run)
+    assert mine == files, f"only in the run: {set(mine) - set(files)}, only in the reference: {set(files) - set(mine)}"
     for name in files:
         a, b = run / name, reference / name
         if a.suffix == ".parquet":
@@ -122,7 +124,8 @@ def assert_same_results(run: Path, reference: Path) -> list[str]:
             assert ma == mb, f"{name} differs"
         elif a.suffix == ".npz":
             with np.load(a) as za, np.load(b) as zb:
-                assert sorted(za.files) == sorted(zb.files) and all(np.array_equal(za[k], zb[k]) for k in za.files), name
+                assert sorted(za.files) == sorted(zb.files), name
+                assert all(np.array_equal(za[k], zb[k]) for k in za.files), name
         else:
             assert a.read_bytes() == b.read_bytes(), f"{name} differs"
     return files

@@ -8,9 +8,8 @@ import shutil
 
 import numpy as np
 
-from conftest import BATCH, make_coders, opts
+from conftest import BATCH, make_coders, opts, write_sparsify_folder
 from faultkit import lantern, write_corpus
-from conftest import write_sparsify_folder
 from lantern.cache import layout
 from lantern.cache.build import build_cache
 from lantern.cache.repair import find_damage, repair_cache
@@ -74,7 +73,7 @@ def test_repair_replaces_what_no_longer_matches_and_updates_the_manifest(tmp_pat
     manifest["shards"][0]["files"][VALUES]["sha256"] = "0" * 64
     manifest_path.write_text(json.dumps(manifest))
     report = repair_cache(cache, tiny_model, coders)
-    assert [(d.shard) for d in report.replaced] == [0] and not report.exact
+    assert [d.shard for d in report.replaced] == [0] and not report.exact
     assert json.loads(manifest_path.read_text())["shards"] == original["shards"]
     assert find_damage(cache, [coders[0].name])[0] == []
 

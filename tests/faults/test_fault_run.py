@@ -108,7 +108,8 @@ def _stage_reached(run: Path) -> str:
     if not all((run / "cache" / c / "manifest.json").exists() for c in CODERS) or \
             not (run / "cache" / "windows" / "meta.json").exists():
         return "cache"
-    if not all((run / "records" / f"{c}{suffix}").exists() for c in CODERS for suffix in (".parquet", ".latents.parquet")):
+    if not all((run / "records" / f"{c}{suffix}").exists()
+               for c in CODERS for suffix in (".parquet", ".latents.parquet")):
         return "records"
     if not (run / "explanations.parquet").exists():
         return "explain"
@@ -142,7 +143,8 @@ def test_kill9_in_every_stage_then_rerun_matches_and_repeats_no_call(seed, tmp_p
             proc = subprocess.Popen(_run_args(run, *inputs, server.url), stdout=log, stderr=log, env=ENV)
             if stage == "cache":
                 runs_wanted = rng.randint(0, 6)  # of the 2 coders x 4 batches
-                count = lambda: sum(len(list((run / "cache" / c / "runs").glob("run-*[0-9]"))) for c in CODERS)  # noqa: E731
+                count = lambda: sum(len(list((run / "cache" / c / "runs").glob("run-*[0-9]")))  # noqa: E731
+                                    for c in CODERS)
                 control.arm(proc, None)
                 _kill_when(proc, lambda: count() >= runs_wanted, rng.uniform(0, 0.3))
             elif stage == "records":
