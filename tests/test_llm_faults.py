@@ -28,10 +28,11 @@ FAULTS = ("429", "5xx", "slow", "drop", "malformed", "truncated")
 
 class FaultyServer:
     """OpenAI-compatible /v1/completions on 127.0.0.1. `plan(prompt, attempt, call)` names the fault for a call
-    (None: answer properly); every injected fault and every proper answer is logged."""
+    (None: answer properly); every injected fault and every proper answer is logged. `answer(prompt)` gives the
+    JSON body of a proper answer; `port` 0 picks a free port (a fixed one lets a restarted server take it back)."""
 
-    def __init__(self, plan, delay: float = 0.0):
-        self.plan, self.delay = plan, delay
+    def __init__(self, plan, delay: float = 0.0, answer=completions_answer, port: int = 0):
+        self.plan, self.delay, self.answer = plan, delay, answer
         self.lock = threading.Lock()
         self.calls = 0
         self.attempts: Counter = Counter()
@@ -60,7 +61,7 @@ class FaultyServer:
                     time.sleep(0.8)
                 elif server.delay:
                     time.sleep(server.delay)
-                status, data, headers = 200, json.dumps(completions_answer(prompt)).encode(), {}
+                status, data, headers = 200, json.dumps(server.answer(prompt)).encode(), {}
                 if fault == "429":
                     status, data, headers = 429, b'{"error": "slow down"}', {"Retry-After": "0.05"}
                 elif fault == "5xx":
@@ -89,7 +90,7 @@ class FaultyServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()

@@ -35,6 +35,46 @@ def clear_errors(fn):
 RunDir = typer.Option(None, "--run-dir", help="Run directory (default: runs/<timestamp>).")
 
 
+def locked(new_run: str | None = None):
+    """Hold the run directory's lock (pipeline/lock.py) for the whole command, so a second command on the same
+    directory refuses; a disk that fills up mid-command ends with one clear line. A command that may start a new
+    run (`new_run`: its name prefix) gets its default directory runs/<new_run>-<timestamp> here, locked too."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            from lantern.io import as_disk_full, remove_stale_temp
+            from lantern.pipeline.lock import run_lock
+
+            if kwargs.get("repair") and kwargs.get("run_dir") is None:
+                raise LanternError("--repair needs --run-dir: the run whose cache to check and repair")
+            if kwargs.get("run_dir") is None and new_run:
+                kwargs["run_dir"] = Path("runs") / datetime.now().strftime(f"{new_run}-%Y%m%d-%H%M%S")
+            run_dir = Path(kwargs["run_dir"])
+            if not new_run and not run_dir.is_dir():
+                return fn(*args, **kwargs)  # not a run directory: the command says so, and creates nothing
+
+            def note(old: dict) -> None:
+                removed = remove_stale_temp(run_dir)
+                console.print(f"[yellow]note:[/yellow] took over the lock of pid {old.get('pid')} on "
+                              f"{old.get('host')}, which ended without releasing it (killed?); its finished work is "
+                              f"reused" + (f", {removed} half-written temp file(s) it left were removed" if removed
+                                           else ""))
+
+            try:
+                with run_lock(run_dir, on_takeover=note):
+                    return fn(*args, **kwargs)
+            except Exception as err:
+                full = as_disk_full(err, run_dir)
+                if full is None:
+                    raise
+                raise full from err
+
+        return wrapper
+
+    return decorate
+
+
 def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfig:
     """A new run's config, or the saved one of an existing run directory. Asking an existing run for another
     model, corpus, coder set, ... is refused: its cache and records were made with the saved settings."""
@@ -53,9 +93,10 @@ def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfi
     return RunConfig(run_dir=str(run_dir), llm=llm, **settings)
 
 
-def _llm_config(url, model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False) -> LLMConfig:
+def _llm_config(url, model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
+                outage_wait=300.0) -> LLMConfig:
     return LLMConfig(url=url, model=model, api=api, api_key_env=key_env, backend=backend, concurrency=concurrency,
-                     prompt_logprobs=prompt_logprobs)
+                     prompt_logprobs=prompt_logprobs, outage_wait=outage_wait)
 
 
 def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optional[int],
@@ -125,6 +166,8 @@ BackendOpt = typer.Option("auto", "--llm-backend", help="auto (http with --llm-u
                                                         "http or vllm (offline engine, GPU machines).")
 ConcurrencyOpt = typer.Option(8, "--llm-concurrency", help="LLM calls in flight at once (a server's capacity).")
 PromptLpOpt = typer.Option(False, "--llm-prompt-logprobs", help="The server returns prompt log-probs via `echo`.")
+WaitOpt = typer.Option(None, "--llm-wait", help="Seconds to wait, in all, for a server that went away mid-run to "
+                                                "come back before stopping (default: the run's, else 300).")
 ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
                                                       "(default: the run's explainer, else default).")
 CandidatesOpt = typer.Option(None, "--candidates", help="Explanations sampled per latent (default: the run's, else 1).")
@@ -156,12 +199,19 @@ def _executor(kind: str, address: Optional[str], partitions: int):
 
 @app.command()
 @clear_errors
+@locked(new_run="run")
 def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
           layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
           batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt,
-          executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
+          executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
+
+          repair: bool = typer.Option(False, "--repair", help="Check every shard of the run's finished cache against "
+                                                              "its checksums and recompute only the damaged ones.")):
     """Tokenize the corpus and cache the coders' sparse activations (resumable)."""
     from lantern.pipeline.cache_stage import run_cache
+
+    if repair:
+        return _repair(run_dir)
 
     cfg = _new_config(run_dir, LLMConfig(), model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
                       latents=latents, seed=seed, batch_size=batch_size, value_dtype=value_dtype, run_mb=run_mb)
@@ -174,8 +224,26 @@ def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str =
     console.print(f"cached {result['n_tokens']} tokens in {result['seconds']:.0f}s → {cfg.path / 'cache'}")
 
 
+def _repair(run_dir: Path) -> None:
+    from lantern.pipeline.repair_stage import run_repair
+
+    report = run_repair(_load(run_dir))
+    if not report.damaged:
+        console.print(f"all {report.shards_total} cache shards match their checksums: nothing to repair")
+        return
+    for d in report.damaged:
+        console.print(f"damaged: {d.coder} shard {d.shard} (latents {d.latents[0]}..{d.latents[1] - 1}): "
+                      f"{d.reason.split('; ')[0]}")
+    console.print(f"repaired {len(report.damaged)} of {report.shards_total} shards in {report.seconds:.1f}s "
+                  f"(forward pass {report.forward_seconds:.1f}s): {len(report.exact)} byte-identical to the "
+                  f"original checksums" + (f", {len(report.replaced)} recomputed with different values (another "
+                                           f"device or library version?): their checksums and statistics were "
+                                           f"replaced" if report.replaced else ""))
+
+
 @app.command()
 @clear_errors
+@locked()
 def records(run_dir: Path = typer.Option(..., "--run-dir"), executor: str = ExecutorOpt,
             ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
     """Build each latent's explain/test examples and verified negatives."""
@@ -191,27 +259,33 @@ def records(run_dir: Path = typer.Option(..., "--run-dir"), executor: str = Exec
 
 
 def _client_settings(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8,
-                     prompt_logprobs=False) -> None:
+                     prompt_logprobs=False, outage_wait=None) -> None:
+    """Apply the command's LLM options to the run's saved LLM settings (the workers of a Ray run read them)."""
     if url or llm_model or backend != "auto":
         cfg.llm = _llm_config(url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
+    if outage_wait is not None:
+        cfg.llm.outage_wait = outage_wait
+    if url or llm_model or backend != "auto" or outage_wait is not None:
         cfg.save()
 
 
 def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
-            subject=None):
+            subject=None, outage_wait=None):
     from lantern.llm.factory import make_client
 
-    _client_settings(cfg, url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
+    _client_settings(cfg, url, llm_model, api, key_env, backend, concurrency, prompt_logprobs, outage_wait)
     return make_client(cfg.llm, cfg.path, subject)
 
 
 @app.command()
 @clear_errors
+@locked()
 def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
             llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
             explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
-            executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
+            executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
+            llm_wait: Optional[float] = WaitOpt):
     """Explain every recorded latent with the LLM."""
     from lantern.pipeline.explain_stage import run_explain
 
@@ -224,10 +298,10 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
     try:
         if runner.name == "local":
             client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                             llm_prompt_logprobs)
+                             llm_prompt_logprobs, outage_wait=llm_wait)
         else:  # the workers build their own clients from the saved LLM settings
             _client_settings(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                             llm_prompt_logprobs)
+                             llm_prompt_logprobs, outage_wait=llm_wait)
         result = run_explain(cfg, client, executor=runner)
     finally:
         runner.close()
@@ -239,12 +313,13 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 
 @app.command()
 @clear_errors
+@locked()
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
           llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
           scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt,
           ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
-          examples_per_prompt: Optional[int] = PerPromptOpt):
+          examples_per_prompt: Optional[int] = PerPromptOpt, llm_wait: Optional[float] = WaitOpt):
     """Score every explanation with the run's scorers (default detection and fuzzing)."""
     from lantern.pipeline.score_stage import run_score, scorers_for
     from lantern.summary import print_summary, summarise
@@ -261,10 +336,10 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 
                 subject = load_subject_model(cfg.model)
             client = _client(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                             llm_prompt_logprobs, subject=subject)
+                             llm_prompt_logprobs, subject=subject, outage_wait=llm_wait)
         else:  # the workers build their own clients from the saved LLM settings
             _client_settings(cfg, llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                             llm_prompt_logprobs)
+                             llm_prompt_logprobs, outage_wait=llm_wait)
         result = run_score(cfg, client, subject=subject, executor=runner)
     finally:
         runner.close()
@@ -275,13 +350,15 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 
 @app.command()
 @clear_errors
+@locked(new_run="run")
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
         llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
         llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
         scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt,
-        partitions: int = PartitionsOpt, examples_per_prompt: Optional[int] = PerPromptOpt):
+        partitions: int = PartitionsOpt, examples_per_prompt: Optional[int] = PerPromptOpt,
+        llm_wait: Optional[float] = WaitOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -297,6 +374,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
     _set_scorers(cfg, scorers, intervention_kl, examples_per_prompt)
+    if llm_wait is not None:
+        cfg.llm.outage_wait = llm_wait
     cfg.save()
     runner = _executor(executor, ray_address, partitions)
     times: dict[str, float] = {}
@@ -320,6 +399,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
 
 @app.command()
 @clear_errors
+@locked(new_run="validate")
 def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt,
              tokens: int = typer.Option(32_768, "--tokens", help="Tokens to cache (the planted coder is cheap; "
                                                                    "the LLM's answers are the cost)."),

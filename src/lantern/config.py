@@ -33,6 +33,9 @@ class LLMConfig:
     batch_size: int = 8
     """Prompts per forward pass for the in-process backend."""
     timeout: float = 120.0
+    outage_wait: float = 300.0
+    """Seconds a run waits, in all, for a server that answered and then went away (restart, crash) to come
+    back before it stops; the answers received so far are kept either way."""
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Atomic file writes: a crash never leaves a half-written file in place of a good one."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import sqlite3
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +14,37 @@ from typing import Any, Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from lantern.errors import LanternError
+
+
+class DiskFullError(LanternError):
+    """The disk filled up while lantern was writing: nothing finished is lost, the rerun resumes."""
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)  # pyarrow and SQLite say it in words ("No space left on device", "database or disk is full")
+    return (isinstance(err, (OSError, sqlite3.OperationalError))
+            and ("No space left on device" in text or "disk is full" in text or "Disk quota exceeded" in text))
+
+
+def as_disk_full(err: BaseException, where: str | os.PathLike) -> DiskFullError | None:
+    """A clear error for a write that found the disk full (None if `err` is something else)."""
+    if isinstance(err, DiskFullError):
+        return err
+    if not _is_disk_full(err):
+        return None
+    where = Path(where)
+    probe = where if where.exists() else where.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free now"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"the disk holding {where} is full ({free}) while writing: {err}. Every file lantern "
+                         f"writes is written whole or not at all, so nothing finished was damaged; free some space "
+                         f"and rerun the same command to resume")
 
 
 def _file_mode() -> int:
@@ -37,9 +71,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+    except Exception as err:
+        full = as_disk_full(err, path)
+        if full is None:
+            raise
+        raise full from err
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_temp(folder: str | os.PathLike) -> int:
+    """Delete the temp files `atomic_path` leaves when its process is killed mid-write (never a finished file).
+    Only safe while no other process writes `folder`: call it holding the run directory's lock."""
+    removed = 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

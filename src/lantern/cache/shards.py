@@ -36,6 +36,9 @@ class CorruptCacheError(LanternError):
     """A shard file is missing, truncated or does not match its checksum."""
 
 
+_REPAIR = "recompute the damaged shards with `lantern cache --repair --run-dir {run_dir}`"
+
+
 def to_stored(values: np.ndarray, dtype: str) -> np.ndarray:
     """float32 activations → the stored 16-bit representation (bfloat16 rounds to nearest even)."""
     values = np.asarray(values, dtype=np.float32)
@@ -161,10 +164,10 @@ def check_files(folder: Path, meta: dict, verify: bool) -> None:
         if size != info["bytes"]:
             raise CorruptCacheError(
                 f"cache shard file {path} is {'missing' if size is None else f'{size} bytes'}, the manifest says "
-                f"{info['bytes']} bytes (truncated?); rebuild the cache (`lantern cache`)")
+                f"{info['bytes']} bytes (truncated?); {_REPAIR.format(run_dir=folder.parents[2])}")
         if verify and _sha256(path) != info["sha256"]:
             raise CorruptCacheError(f"cache shard file {path} does not match its sha256 checksum (corrupted); "
-                                    f"rebuild the cache (`lantern cache`)")
+                                    f"{_REPAIR.format(run_dir=folder.parents[2])}")
 
 
 @dataclass

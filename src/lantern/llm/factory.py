@@ -21,7 +21,7 @@ def make_client(llm_cfg, run_dir: Path, subject=None) -> CachedClient:
 
         inner = HTTPClient(llm_cfg.url, llm_cfg.model or "default", api=llm_cfg.api, api_key_env=llm_cfg.api_key_env,
                            concurrency=llm_cfg.concurrency, timeout=llm_cfg.timeout,
-                           prompt_logprobs=llm_cfg.prompt_logprobs)
+                           prompt_logprobs=llm_cfg.prompt_logprobs, outage_wait=llm_cfg.outage_wait)
     elif backend == "vllm":
         if not llm_cfg.model:
             raise LanternError("the vllm backend needs --llm-model (a model the engine can load)")

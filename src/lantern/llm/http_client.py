@@ -5,6 +5,12 @@ retried request goes to the next one, so a server that is down only slows the ru
 an environment variable and never written anywhere. Retries with exponential
 backoff and jitter on 429, 5xx, timeouts and dropped connections, honouring Retry-After; a request that
 still fails becomes a Response with `error` set and the run goes on.
+
+A server that has answered and then stops accepting connections (restarted, crashed, redeployed) is an outage,
+not a failed call: every request waits for it, polling, for up to `outage_wait` seconds in all without using up
+its retries, and the run continues when it is back; past that the run stops with a clear error (the answers
+received so far are in the response cache, so the rerun resumes). A server that never answered is a wrong URL
+or a server not up yet: that fails after the normal retries, at once.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import httpx
 from lantern.errors import LanternError
 from lantern.llm.base import Capabilities, LLMClient, Request, Response, normalise_logprobs
 from lantern.llm.queue import run_requests
+from lantern.progress import console
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CONNECTIONS_PER_POOL = 8
@@ -32,7 +39,7 @@ class HTTPClient(LLMClient):
 
     def __init__(self, base_url: str, model_id: str, api: str = "completions", api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 8, timeout: float = 120.0, max_retries: int = 5, backoff: float = 1.0,
-                 prompt_logprobs: bool = False):
+                 prompt_logprobs: bool = False, outage_wait: float = 300.0):
         if api not in ("completions", "chat"):
             raise LanternError(f"--llm-api must be completions or chat, not {api!r}")
         self.base_urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
@@ -53,6 +60,35 @@ class HTTPClient(LLMClient):
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
         self._pools: list[httpx.AsyncClient] = []
+        self.outage_wait = outage_wait
+        self._answered = False
+        self._down_since: float | None = None
+        self.outages: list[float] = []
+        """Seconds each outage lasted (the server was unreachable, then answered again)."""
+
+    def _outage_left(self) -> float:
+        """Seconds this outage may still be waited out (0: not an outage, or waited long enough)."""
+        if not self._answered:
+            return 0.0
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            console.print(f"[yellow]note:[/yellow] LLM server at {self.base_url} stopped accepting connections; "
+                          f"waiting up to {self.outage_wait:.0f}s for it to come back (--llm-wait)")
+        left = self.outage_wait - (now - self._down_since)
+        if left <= 0:
+            raise LanternError(
+                f"LLM server at {self.base_url} went away and did not come back within {self.outage_wait:.0f}s "
+                f"(--llm-wait); every answer received so far is kept in the response cache: rerun the same "
+                f"command once the server is up to resume")
+        return left
+
+    def _server_up(self) -> None:
+        self._answered = True
+        if self._down_since is not None:
+            self.outages.append(time.monotonic() - self._down_since)
+            console.print(f"LLM server at {self.base_url} is back after {self.outages[-1]:.1f}s; continuing")
+            self._down_since = None
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[None]:
@@ -127,7 +163,8 @@ class HTTPClient(LLMClient):
         path, body = self._body(request)
         http = self._pools[next(self._next_pool) % len(self._pools)]
         reasons: list[str] = []
-        for attempt in range(self.max_retries + 1):
+        attempt = 0  # attempts that use up a retry (waiting out an outage does not)
+        while True:
             server = self.base_urls[next(self._next_server) % len(self.base_urls)]
             url = server + path
             start = time.perf_counter()
@@ -135,10 +172,18 @@ class HTTPClient(LLMClient):
             try:
                 reply = await http.post(url, json=body)
             except httpx.ConnectError as err:
-                reasons.append(f"cannot connect to {server}: {err}")
+                reason = f"cannot connect to {server}: {err}"
+                left = self._outage_left()
+                if left > 0:  # an outage: poll without using up a retry, and name it once, not once per poll
+                    if not reasons or reasons[-1] != reason:
+                        reasons.append(reason)
+                    await asyncio.sleep(min(max(self.backoff, 0.2), 2.0, left))
+                    continue
+                reasons.append(reason)
             except (httpx.TimeoutException, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as err:
                 reasons.append(f"{type(err).__name__}: {err}")
             else:
+                self._server_up()
                 if reply.status_code == 200:
                     try:
                         response = self._parse(reply.json(), echoed=request.prompt_logprobs)
@@ -146,7 +191,7 @@ class HTTPClient(LLMClient):
                         reasons.append(f"malformed answer from server: {type(err).__name__}: {err}")
                     else:
                         response.seconds = time.perf_counter() - start
-                        response.attempts, response.retry_reasons = attempt + 1, reasons
+                        response.attempts, response.retry_reasons = len(reasons) + 1, reasons
                         return response
                 elif reply.status_code in RETRY_STATUS:
                     reasons.append(f"HTTP {reply.status_code}")
@@ -155,10 +200,11 @@ class HTTPClient(LLMClient):
                         wait = max(wait, float(retry_after))
                 else:
                     return Response(text="", error=f"HTTP {reply.status_code}: {reply.text[:200]}",
-                                    attempts=attempt + 1, retry_reasons=reasons)
-            if attempt < self.max_retries:
-                await asyncio.sleep(wait)
-        return Response(text="", error=reasons[-1], attempts=self.max_retries + 1, retry_reasons=reasons[:-1])
+                                    attempts=len(reasons) + 1, retry_reasons=reasons)
+            if attempt >= self.max_retries:
+                return Response(text="", error=reasons[-1], attempts=len(reasons), retry_reasons=reasons[:-1])
+            attempt += 1
+            await asyncio.sleep(wait)
 
     async def acomplete(self, batch: list[Request]) -> list[Response]:
         return list(await asyncio.gather(*(self._one(r) for r in batch)))
