@@ -23,7 +23,7 @@ from lantern.cache import layout, window_index
 from lantern.cache.runs import RunWriter, covered_batches, finished_runs
 from lantern.cache.shards import VALUE_DTYPES, ShardView, finished_shard, from_stored, merge_shard, plan_shards
 from lantern.cache.stats import save_stats, segment_stats
-from lantern.cache.writer import cacheable_positions, save_tokens, sparse_to_triplets
+from lantern.cache.writer import cacheable_positions, encode_triplets, save_tokens
 from lantern.coders.base import SparseCoder
 from lantern.errors import LanternError
 from lantern.io import atomic_path, read_json, write_json, write_npy
@@ -214,16 +214,8 @@ def cache_batches(cache_dir: Path, model: torch.nn.Module, model_name: str, code
             token_offset = rows.start * seq_len
             keep = cacheable_positions(ids.numel(), seq_len, token_offset)
             for coder in todo:
-                x = acts[hookpoints[coder.name].name]
-                if x.dim() == 2:  # token ids ([batch, seq], read at `embed_tokens:input`): one feature per token
-                    x = x.unsqueeze(-1)
-                if x.shape[-1] != coder.d_in:
-                    raise LanternError(
-                        f"coder {coder.name!r} expects d_in={coder.d_in} but hookpoint {coder.hookpoint!r} of "
-                        f"{model_name} has width {x.shape[-1]}")
-                with torch.inference_mode():
-                    sparse = coder.encode(x.reshape(-1, x.shape[-1]))
-                writers[coder.name].add(batch, *sparse_to_triplets(sparse, token_offset, keep, options.value_dtype))
+                writers[coder.name].add(batch, *encode_triplets(coder, acts[hookpoints[coder.name].name], token_offset,
+                                                                keep, options.value_dtype, model_name))
             if embed:
                 window_index.part_path(cache_dir, batch).parent.mkdir(parents=True, exist_ok=True)
                 write_npy(window_index.part_path(cache_dir, batch),

@@ -27,7 +27,7 @@ from lantern.cache.build import CacheOptions, _fingerprint
 from lantern.cache.runs import RunWriter, finished_runs
 from lantern.cache.shards import CorruptCacheError, ShardView, check_files, from_stored, merge_shard
 from lantern.cache.stats import segment_stats
-from lantern.cache.writer import cacheable_positions, sparse_to_triplets
+from lantern.cache.writer import cacheable_positions, encode_triplets
 from lantern.coders.base import SparseCoder
 from lantern.errors import LanternError
 from lantern.io import atomic_path, read_json, write_json
@@ -75,14 +75,6 @@ def find_damage(cache_dir: Path, coder_names: list[str]) -> tuple[list[Damage], 
             except CorruptCacheError as err:
                 damaged.append(Damage(name, number, tuple(meta["latents"]), str(err)))
     return damaged, total
-
-
-def _triplets(coder: SparseCoder, x: torch.Tensor, token_offset: int, keep: np.ndarray, value_dtype: str):
-    if x.dim() == 2:  # token ids read at `embed_tokens:input`: one feature per token
-        x = x.unsqueeze(-1)
-    with torch.inference_mode():
-        sparse = coder.encode(x.reshape(-1, x.shape[-1]))
-    return sparse_to_triplets(sparse, token_offset, keep, value_dtype)
 
 
 def repair_cache(cache_dir: str | Path, model: torch.nn.Module, coders: list[SparseCoder],
@@ -157,8 +149,8 @@ def _recompute_runs(cache_dir: Path, model: torch.nn.Module, coders: list[Sparse
             token_offset = rows.start * seq_len
             keep = cacheable_positions(ids.numel(), seq_len, token_offset)
             for coder in coders:
-                latents, toks, values = _triplets(coder, acts[hookpoints[coder.name].name], token_offset, keep,
-                                                  options[coder.name].value_dtype)
+                latents, toks, values = encode_triplets(coder, acts[hookpoints[coder.name].name], token_offset, keep,
+                                                        options[coder.name].value_dtype)
                 inside = wanted_latents[coder.name][latents]
                 writers[coder.name].add(batch, latents[inside], toks[inside], values[inside])
             bar.advance(task)

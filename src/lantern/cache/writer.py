@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from lantern.cache import layout
 from lantern.cache.shards import from_stored, to_stored
@@ -40,3 +41,18 @@ def cacheable_positions(n: int, seq_len: int, token_offset: int) -> np.ndarray:
     residual norm would otherwise dominate the top activations of many latents."""
     positions = (np.arange(token_offset, token_offset + n) % seq_len)
     return positions != 0
+
+
+def encode_triplets(coder, x: torch.Tensor, token_offset: int, keep: np.ndarray, value_dtype: str,
+                    source: str = "the model"):
+    """Encode one batch of hookpoint activations ([batch, seq, d], or token ids [batch, seq] for coders reading
+    `embed_tokens:input`) and return the kept (latent, token, value) triplets; the cache build and its repair share it."""
+    if x.dim() == 2:  # token ids: one feature per token
+        x = x.unsqueeze(-1)
+    if x.shape[-1] != coder.d_in:
+        raise LanternError(f"coder {coder.name!r} expects d_in={coder.d_in} but hookpoint {coder.hookpoint!r} of "
+                           f"{source} has width {x.shape[-1]}")
+    with torch.inference_mode():
+        sparse = coder.encode(x.reshape(-1, x.shape[-1]))
+    return sparse_to_triplets(sparse, token_offset, keep, value_dtype)
+

@@ -195,18 +195,18 @@ STAGE_FILES = [EXAMPLES, SCORES, SCORES_BY_DECILE, SCORES_BY_SOURCE, SELECTION, 
                "usage/score.parquet"]
 
 
-def _every_explanation(cfg: RunConfig) -> dict[tuple[str, int], str]:
+def _first_explanations(explanations: list[dict]) -> dict[tuple[str, int], str]:
     """Each latent's first explanation, over the whole stage and not only a partition's latents, so a scorer that
     borrows another latent's explanation (the intervention's shuffled baseline) chooses the same one whatever the
     partitioning."""
     out: dict[tuple[str, int], str] = {}
-    for row in pq.read_table(cfg.path / EXPLANATIONS).to_pylist():
-        if not row["failed"]:
-            out.setdefault((row["coder"], row["latent"]), row["explanation"])
+    for row in explanations:
+        out.setdefault((row["coder"], row["latent"]), row["explanation"])
     return out
 
 
-def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders: list[str]) -> dict:
+def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders: list[str],
+                    every_explanation: dict[tuple[str, int], str]) -> dict:
     """Score the explanations of some latents (a Ray task, or a call in this process) into a partition folder.
     `coders`: every coder the stage scores, whose records the context holds (the intruder borrows windows)."""
     def write(folder):
@@ -223,7 +223,7 @@ def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders
         context = ScoreContext(settings=cfg.scoring, tokenizer=tokenizer, capabilities=client.capabilities,
                                backend=client.backend, records=records, mark_threshold=cfg.explainer.mark_threshold,
                                seed=cfg.seed, subject=subject, config=cfg,
-                               explanations=_every_explanation(cfg))
+                               explanations=every_explanation)
         out = score_latents(client, scorers, context, tasks, pooled=False)
         write_usage(folder, "score", out.usage_tags, out.usage)
         write_parquet(folder / EXAMPLES, _uniform(out.examples))
@@ -262,9 +262,10 @@ def run_score(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, s
     for a, b in split_ranges(len(latents), executor.partitions(len(latents))):
         mine = set(latents[a:b])
         groups.append([r for r in explanations if (r["coder"], r["latent"]) in mine])
+    first = _first_explanations(explanations)
     partitions.begin(cfg.path, "score")
     with resources.provided(cfg, subject=subject, client=client, tokenizer=tokenizer):
-        done = executor.map(score_partition, [(cfg, i, group, coders) for i, group in enumerate(groups)], "score")
+        done = executor.map(score_partition, [(cfg, i, group, coders, first) for i, group in enumerate(groups)], "score")
     folders = partitions.finished(cfg.path, "score", len(groups))
     outcomes = [row for f in folders for row in pq.read_table(f / OUTCOMES).to_pylist()]
     merged = partitions.merge(cfg.path, "score", len(groups), STAGE_FILES)
