@@ -159,10 +159,13 @@ DtypeOpt = typer.Option("float16", "--value-dtype", help="Cached activation prec
 RunMbOpt = typer.Option(64.0, "--run-mb", help="Cache writer memory per coder (MB) before a sorted run is spilled.")
 UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLLM, llama.cpp, Ollama, OpenRouter); "
                                             "several, comma-separated, share the calls.")
-LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server (or a local model for in-process use).")
+LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server; in-process: embedded (Qwen2.5-Coder-"
+                           "1.5B-Instruct via llama.cpp, the default), embedded-0.5b, a .gguf file, subject (the "
+                           "subject model itself) or a Hugging Face directory or id.")
 ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
 KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment variable that holds the API key.")
-BackendOpt = typer.Option("auto", "--llm-backend", help="auto (http with --llm-url, else in-process), transformers, "
+BackendOpt = typer.Option("auto", "--llm-backend", help="auto (http with --llm-url; llama.cpp for embedded LLMs and "
+                                                        ".gguf files; else transformers), llama, transformers, "
                                                         "http or vllm (offline engine, GPU machines).")
 ConcurrencyOpt = typer.Option(8, "--llm-concurrency", help="LLM calls in flight at once (a server's capacity).")
 PromptLpOpt = typer.Option(False, "--llm-prompt-logprobs", help="The server returns prompt log-probs via `echo`.")

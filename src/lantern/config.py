@@ -15,16 +15,19 @@ CONFIG_FILE = "config.json"
 
 @dataclass
 class LLMConfig:
-    """Which LLM explains and scores. No URL: the subject model itself, in-process."""
+    """Which LLM explains and scores. No URL and no model: the embedded instruct model (Qwen2.5-Coder-1.5B-Instruct)
+    in-process through llama.cpp."""
 
     url: str | None = None
     """Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."""
     backend: str = "auto"
-    """`auto` (HTTP with a URL, else in-process transformers), `transformers`, `http` or `vllm` (offline engine)."""
+    """`auto` (HTTP with a URL; llama.cpp for embedded LLMs and GGUF files; else transformers), `llama`,
+    `transformers`, `http` or `vllm` (offline engine)."""
     prompt_logprobs: bool = False
     """The server returns prompt log-probs with `echo` (vLLM and llama.cpp's completions API do)."""
     model: str | None = None
-    """Model name sent to the server (or a local model to load in-process instead of the subject model)."""
+    """Model name sent to the server; in-process: `embedded` (1.5B instruct, the default), `embedded-0.5b`, a GGUF
+    file, `subject` (the subject model itself), or a Hugging Face directory or id."""
     api: str = "completions"
     """`completions` (base models, log-probs of the first token) or `chat`."""
     api_key_env: str = "OPENAI_API_KEY"

@@ -47,6 +47,40 @@ def ends_in_ing(text: str) -> bool:
     return len(s) >= 3 and s.isalpha() and s.lower().endswith("ing")
 
 
+def is_one_of(words: set[str], case_sensitive: bool = False) -> Callable[[str], bool]:
+    if case_sensitive:
+        return lambda text: text.strip() in words
+    return lambda text: text.strip().lower() in words
+
+
+def is_closing_bracket(text: str) -> bool:
+    s = text.strip()
+    return bool(s) and all(c in ")]}" for c in s)
+
+
+def is_eth_verb(text: str) -> bool:
+    s = text.strip()
+    return len(s) >= 5 and s.isalpha() and s[0].islower() and s.endswith("eth")
+
+
+NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand"}
+PEOPLE = {"david", "moses", "abraham", "jacob", "isaac", "joseph", "aaron", "saul", "solomon", "peter", "paul",
+          "jesus", "pharaoh", "samuel", "elijah", "noah", "adam", "sarah", "rachel", "mary", "joshua", "daniel",
+          "jonathan", "absalom", "abram", "laban", "esau", "elisha", "hezekiah", "jeremiah", "isaiah"}
+PYTHON_KEYWORDS = {"def", "import", "lambda", "yield", "elif", "except", "raise", "assert", "None", "True", "False",
+                   "async", "await", "nonlocal"}
+FAMILY = {"father", "fathers", "mother", "mothers", "son", "sons", "daughter", "daughters", "brother", "brothers",
+          "brethren", "sister", "sisters", "wife", "wives", "husband"}
+BODY_PARTS = {"hand", "hands", "eye", "eyes", "head", "heads", "heart", "face", "mouth", "foot", "feet", "arm", "arms",
+              "ear", "ears", "nose", "tongue", "lips", "finger", "fingers"}
+ANIMALS = {"sheep", "lamb", "lambs", "ox", "oxen", "goat", "goats", "horse", "horses", "camel", "camels", "lion",
+           "lions", "bird", "birds", "fowl", "fowls", "cattle", "bullock", "bullocks", "dog", "dogs", "serpent", "calf"}
+NEGATIONS = {"not", "no", "never", "nor", "neither", "nothing"}
+ARCHAIC_PRONOUNS = {"thou", "thee", "thy", "thine", "ye"}
+PERSONAL_PRONOUNS = {"he", "she", "him", "her", "they", "them"}
+
+
 @dataclass(frozen=True)
 class Rule:
     """One planted latent: where it fires, and the phrase that truly explains it."""
@@ -58,18 +92,47 @@ class Rule:
     after: bool = False
     """Fire on the token that follows a matching one, not on the matching token itself."""
     always: bool = False
+    partial: str = ""
+    """An explanation that names only part of what the rule fires on (validate's PARTIAL variant)."""
+    held_out: bool = False
+    """Kept out of all prompt tuning: validate reports these rules separately, so the tuned prompts are judged on
+    rules they were not tuned on."""
 
 
 RULES: tuple[Rule, ...] = (  # dense rules (any punctuation) leave no all-zero windows for negatives
-    Rule("digits", "numbers written with digits (0-9)", is_digits),
-    Rule("after-of", "the word that comes right after the word \"of\"", is_word("of"), after=True),
-    Rule("capitalised", "words that start with a capital letter", is_capitalised),
-    Rule("the", "the word \"the\"", is_word("the")),
-    Rule("colons", "colons and semicolons (: and ;)", is_colon),
+    Rule("digits", "numbers written with digits (0-9)", is_digits, partial="the digit 1"),
+    Rule("after-of", "the word that comes right after the word \"of\"", is_word("of"), after=True,
+         partial="the word \"the\" right after \"of\""),
+    Rule("capitalised", "words that start with a capital letter", is_capitalised,
+         partial="names of people, written with a capital letter"),
+    Rule("the", "the word \"the\"", is_word("the"), partial="the word \"the\" at the start of a sentence"),
+    Rule("colons", "colons and semicolons (: and ;)", is_colon, partial="semicolons (;)"),
     Rule("nowhere", "nothing at all: it never fires", None),
     Rule("everywhere", "every single token", None, always=True),
-    Rule("and", "the word \"and\"", is_word("and")),
-    Rule("ing", "words ending in \"ing\"", ends_in_ing),
+    Rule("and", "the word \"and\"", is_word("and"), partial="the word \"and\" between two names"),
+    Rule("ing", "words ending in \"ing\"", ends_in_ing, partial="the word \"nothing\""),
+    Rule("family", "words for family members (father, son, brother, wife)", is_one_of(FAMILY),
+         partial="the word \"father\""),
+    Rule("closing-brackets", "closing brackets: ), ] and }", is_closing_bracket,
+         partial="a closing square bracket ]"),
+    Rule("number-words", "numbers written as words (one, two, ten, hundred)", is_one_of(NUMBER_WORDS),
+         partial="the word \"one\"", held_out=True),
+    Rule("people", "names of people (David, Moses, Paul)", is_one_of(PEOPLE), partial="the name \"David\"",
+         held_out=True),
+    Rule("python-keywords", "Python keywords such as def, import, lambda, None", is_one_of(PYTHON_KEYWORDS, True),
+         partial="the Python keyword \"import\"", held_out=True),
+    Rule("body-parts", "parts of the body (hand, eye, head, heart)", is_one_of(BODY_PARTS),
+         partial="the word \"hand\"", held_out=True),
+    Rule("animals", "names of animals (sheep, oxen, horses, lions)", is_one_of(ANIMALS),
+         partial="the word \"sheep\"", held_out=True),
+    Rule("negation", "negation words (not, no, never, nor)", is_one_of(NEGATIONS), partial="the word \"never\"",
+         held_out=True),
+    Rule("thou", "the archaic pronouns thou, thee, thy, ye", is_one_of(ARCHAIC_PRONOUNS),
+         partial="the word \"thou\"", held_out=True),
+    Rule("eth-verbs", "old verb forms ending in -eth (cometh, goeth)", is_eth_verb, partial="the word \"cometh\"",
+         held_out=True),
+    Rule("pronouns", "the pronouns he, she, him, her, they, them", is_one_of(PERSONAL_PRONOUNS),
+         partial="the word \"she\"", held_out=True),
 )
 
 

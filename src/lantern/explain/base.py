@@ -65,17 +65,35 @@ class LatentEvidence:
     output: OutputEvidence | None = None
 
 
+CHAT_TASK = (
+    "You name what a feature inside a language model responds to. A feature fires on some tokens of a text. "
+    "You are shown passages in which the tokens where it fires most strongly are marked like <<this>>, and the "
+    "marked tokens listed with how often each is marked. Reply with one short phrase, at most 12 words, that "
+    "says what the marked tokens have in common. Be concrete: when the same word or symbol is marked again and "
+    "again, name it in quotes; otherwise name the kind of word (e.g. plural nouns, verbs in the past tense), "
+    "symbol, or context (e.g. the word after \"of\"). Write only the phrase: no introduction, no quotes of "
+    "whole passages, no explanation."
+)
+CHAT_QUESTION = "What do the marked tokens have in common? Reply with one short phrase only."
+
+
 class Explainer(ABC):
     """Builds the requests for a latent and reads explanations out of the answers.
 
     `requests` returns one request per candidate; with several candidates they differ only in `seed` (and
-    are sampled, not greedy), so each gets its own response-cache entry and its own answer."""
+    are sampled, not greedy), so each gets its own response-cache entry and its own answer. Every request
+    carries two forms of the same task: `prompt`, a few-shot text that a base model continues, and `messages`,
+    chat turns (the task as a system message, the latent's evidence last) for instruction-tuned models."""
 
     name: str
     needs_output_evidence: bool = False
     max_tokens: int | None = None
     """The explainer's own answer budget, when it needs more than `ExplainerConfig.max_tokens`."""
     stop: tuple[str, ...] = ("\n",)
+    chat_task: str = CHAT_TASK
+    chat_question: str = CHAT_QUESTION
+    demonstrations: str = ""
+    """The base prompt's worked examples: an answer that copies one of their explanations fails."""
 
     @abstractmethod
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
@@ -86,19 +104,39 @@ class Explainer(ABC):
     def parse_text(self, text: str) -> str | None:
         """The explanation in one answer, or None when there is none (a failure, never a guess)."""
 
+    def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        """The latent's own evidence as the chat message shows it (passages, marked tokens, output tokens)."""
+        from lantern.explain.format import marked_tokens_summary, passages
+
+        return (passages(tokenizer, evidence.windows, cfg.mark_threshold)
+                + f"Marked tokens: {marked_tokens_summary(tokenizer, evidence.windows, cfg.mark_threshold)}\n")
+
+    def messages(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> tuple[tuple[str, str], ...]:
+        """The chat form: the task as the system message (the same for every latent, so the KV cache keeps it),
+        then the evidence and the question."""
+        return (("system", self.chat_task),
+                ("user", self.evidence_text(tokenizer, evidence, cfg) + "\n" + self.chat_question))
+
     def describe(self, evidence: LatentEvidence) -> dict:
         """What was shown beyond the prompt text, stored with the explanation (JSON)."""
         return {"windows": len(evidence.windows)}
 
     def requests(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> list[Request]:
         prompt = self.prompt(tokenizer, evidence, cfg)
+        messages = self.messages(tokenizer, evidence, cfg)
         max_tokens = max(cfg.max_tokens, self.max_tokens or 0)
         if cfg.candidates == 1:
-            return [Request(prompt=prompt, max_tokens=max_tokens, temperature=cfg.temperature, stop=self.stop)]
+            return [Request(prompt=prompt, max_tokens=max_tokens, temperature=cfg.temperature, stop=self.stop,
+                            messages=messages)]
         temperature = cfg.temperature if cfg.temperature > 0 else cfg.candidate_temperature
-        return [Request(prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=self.stop, seed=seed)
+        return [Request(prompt=prompt, max_tokens=max_tokens, temperature=temperature, stop=self.stop, seed=seed,
+                        messages=messages)
                 for seed in range(cfg.candidates)]
 
     def parse(self, responses: list[Response]) -> list[str | None]:
-        """One explanation (or None) per candidate; a failed call gives None."""
-        return [self.parse_text(r.text) if r.ok else None for r in responses]
+        """One explanation (or None) per candidate; a failed call, a copied worked example or a bare layout
+        label gives None."""
+        from lantern.explain.parsing import demonstration_answers, unless_echo
+
+        copied = demonstration_answers(self.demonstrations)
+        return [unless_echo(self.parse_text(r.text), copied) if r.ok else None for r in responses]

@@ -5,7 +5,7 @@ windows alone, and its stored evidence says that no contrast was shown."""
 from __future__ import annotations
 
 from lantern.explain.base import Explainer, LatentEvidence
-from lantern.explain.format import passages, plain_text
+from lantern.explain.format import marked_tokens_summary, passages, plain_text
 from lantern.explain.parsing import one_line_answer, unless_copied
 from lantern.explain.settings import ExplainerConfig
 from lantern.text import NEWLINE_MARK
@@ -36,9 +36,27 @@ DEMONSTRATIONS = (
 )
 
 
+CHAT_TASK = (
+    "You name what a feature inside a language model responds to. You are shown passages where it is active, "
+    "with the tokens where it fires most strongly marked like <<this>>, the marked tokens listed with how often "
+    "each is marked, and then passages where it is NOT active at all, often similar in wording or topic. Reply "
+    "with one short phrase, at most 12 words, that says what the marked tokens share and the inactive passages "
+    "lack. Be concrete (name a repeated word in quotes). Write only the phrase."
+)
+
+
 class ContrastiveExplainer(Explainer):
     name = "contrastive"
     stop = ("\n", NEWLINE_MARK)
+    demonstrations = DEMONSTRATIONS
+    chat_task = CHAT_TASK
+
+    def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        silent = "".join(f"NOT active {n}: {plain_text(tokenizer, w.tokens)}\n"
+                         for n, w in enumerate(evidence.negatives, 1))
+        summary = marked_tokens_summary(tokenizer, evidence.windows, cfg.mark_threshold)
+        return (passages(tokenizer, evidence.windows, cfg.mark_threshold, "Active")
+                + f"Marked tokens: {summary}\n" + silent)
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
         silent = "".join(f"NOT active {n}: {plain_text(tokenizer, w.tokens)}\n"

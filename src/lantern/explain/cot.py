@@ -34,10 +34,22 @@ DEMONSTRATIONS = (
 MAX_TOKENS = 256
 
 
+CHAT_TASK = (
+    "You name what a feature inside a language model responds to. A feature fires on some tokens of a text; in "
+    "the passages you are shown, the tokens where it fires most strongly are marked like <<this>>, and the marked "
+    "tokens are listed with how often each is marked. First think in two to four short lines: which tokens are "
+    "marked, what comes right before and after them, what they all share. Then write one last line that starts "
+    "with \"Explanation:\" and names the shared pattern in at most 12 words."
+)
+
+
 class ChainOfThoughtExplainer(Explainer):
     name = "cot"
     max_tokens = MAX_TOKENS
     stop = ("\nFeature ",)
+    demonstrations = DEMONSTRATIONS
+    chat_task = CHAT_TASK
+    chat_question = "Think in two to four short lines, then give the line starting with \"Explanation:\"."
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
         return (INSTRUCTIONS + DEMONSTRATIONS + passages(tokenizer, evidence.windows, cfg.mark_threshold)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lantern.explain.base import Explainer, LatentEvidence, Window
-from lantern.explain.format import activation_marks, marked_text
+from lantern.explain.base import CHAT_TASK, Explainer, LatentEvidence, Window
+from lantern.explain.format import activation_marks, marked_text, marked_tokens_summary
 from lantern.explain.parsing import one_line_answer
 from lantern.explain.settings import ExplainerConfig
 from lantern.llm.base import Request
@@ -44,9 +44,9 @@ def _windows(examples) -> list[Window]:
     return [ex if isinstance(ex, Window) else Window.of(ex) for ex in examples]
 
 
-def build_prompt(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -> str:
-    """`examples`: Windows or record rows (dicts with tokens and activations)."""
-    lines = [INSTRUCTIONS, DEMONSTRATIONS]
+def evidence_lines(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -> str:
+    """One line per window (and its activation values when shown): the latent's own part of both prompt forms."""
+    lines = []
     for number, ex in enumerate(_windows(examples), 1):
         marks = activation_marks(ex.activations, cfg.mark_threshold)
         lines.append(f"Passage {number}: {marked_text(tokenizer, ex.tokens, marks)}\n")
@@ -54,8 +54,12 @@ def build_prompt(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -
             pieces = token_strings(tokenizer, ex.tokens)
             scaled = [(p.strip(), round(10 * a / latent_max)) for p, a, m in zip(pieces, ex.activations, marks) if m]
             lines.append("Activations: " + ", ".join(f"{p} ({v})" for p, v in scaled) + "\n")
-    lines.append("Explanation:")
     return "".join(lines)
+
+
+def build_prompt(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -> str:
+    """`examples`: Windows or record rows (dicts with tokens and activations)."""
+    return INSTRUCTIONS + DEMONSTRATIONS + evidence_lines(tokenizer, examples, cfg, latent_max) + "Explanation:"
 
 
 def build_request(tokenizer, examples, cfg: ExplainerConfig, latent_max: float) -> Request:
@@ -76,9 +80,15 @@ class DefaultExplainer(Explainer):
 
     name = "default"
     stop = ("\n", NEWLINE_MARK)
+    demonstrations = DEMONSTRATIONS
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
         return build_prompt(tokenizer, evidence.windows, cfg, evidence.latent_max)
+
+    def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        summary = marked_tokens_summary(tokenizer, evidence.windows, cfg.mark_threshold)
+        return (evidence_lines(tokenizer, evidence.windows, cfg, evidence.latent_max)
+                + f"Marked tokens: {summary}\n")
 
     def parse_text(self, text: str) -> str | None:
         return parse_explanation(text)
@@ -88,6 +98,11 @@ class ActivationsExplainer(DefaultExplainer):
     """The default prompt with every marked token's activation on a 0-10 scale."""
 
     name = "activations"
+    chat_task = CHAT_TASK + (" Under each passage, the marked tokens' activations are given on a 0-10 scale "
+                             "(10: the strongest seen); let the strongest ones weigh most.")
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
         return super().prompt(tokenizer, evidence, replace(cfg, show_activations=True))
+
+    def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        return super().evidence_text(tokenizer, evidence, replace(cfg, show_activations=True))

@@ -35,10 +35,25 @@ DEMONSTRATIONS = (
 )
 
 
+CHAT_TASK = (
+    "You name what a feature inside a language model responds to and what it leads to. You are shown passages "
+    "where it is active, with the tokens where it fires most strongly marked like <<this>>, the marked tokens "
+    "listed with how often each is marked, and the tokens it pushes the model to write next (\"Direct\": through "
+    "the output layer; \"Steered\": more likely when the feature is added, log-probability change in brackets). "
+    "Reply with one short phrase, at most 12 words: what the marked tokens have in common and, where the two "
+    "sides agree, what the feature leads to. Write only the phrase."
+)
+
+
 class EnsembleExplainer(Explainer):
     name = "ensemble"
     needs_output_evidence = True
     stop = ("\n", NEWLINE_MARK)
+    demonstrations = DEMONSTRATIONS
+    chat_task = CHAT_TASK
+
+    def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        return super().evidence_text(tokenizer, evidence, cfg) + output_lines(evidence.output, evidence)
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
         return (INSTRUCTIONS + DEMONSTRATIONS + passages(tokenizer, evidence.windows, cfg.mark_threshold)

@@ -47,10 +47,25 @@ def describe_output(evidence: LatentEvidence) -> dict:
     return {"windows": len(evidence.windows), **(evidence.output.to_dict() if evidence.output else {})}
 
 
+CHAT_TASK = (
+    "You name what a feature inside a language model makes the model write next. You are shown the tokens it "
+    "pushes the model to produce, read in two ways. \"Direct\": the tokens its direction favours through the "
+    "model's output layer. \"Steered\": the tokens that became more likely (change in log-probability in "
+    "brackets) when the feature was added to the model while it read plain sentences. Reply with one short "
+    "phrase, at most 12 words, saying what the feature makes the model write next. Write only the phrase."
+)
+
+
 class OutputExplainer(Explainer):
     name = "output"
     needs_output_evidence = True
     stop = ("\n", NEWLINE_MARK)
+    demonstrations = DEMONSTRATIONS
+    chat_task = CHAT_TASK
+    chat_question = "What does the feature make the model write next? Reply with one short phrase only."
+
+    def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
+        return output_lines(evidence.output, evidence)
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
         return INSTRUCTIONS + DEMONSTRATIONS + output_lines(evidence.output, evidence) + "Explanation:"

@@ -51,3 +51,25 @@ def unless_copied(phrase: str | None, labels: tuple[str, ...]) -> str | None:
         return None
     head = phrase.lower()
     return None if any(head.startswith(label.lower()) for label in labels) else phrase
+
+
+DEMONSTRATION_ANSWER = re.compile(r"^Explanation:\s*(.+)$", re.MULTILINE)
+
+
+def demonstration_answers(demonstrations: str) -> frozenset[str]:
+    """The explanations a prompt's worked examples give, lower-cased: an answer that repeats one of them is a
+    copy of the prompt, not an explanation of the latent."""
+    return frozenset(m.strip().lower().rstrip(".") for m in DEMONSTRATION_ANSWER.findall(demonstrations))
+
+
+PLACEHOLDER = re.compile(r"^(feature|passage|text|explanation|active|answer)(\s+[a-z0-9]{1,2})?\s*:?$", re.IGNORECASE)
+
+
+def unless_echo(phrase: str | None, copied: frozenset[str] = frozenset()) -> str | None:
+    """None for an answer that is not an explanation: a worked example's explanation copied back, or a bare
+    label of the prompt's layout (`Feature A`, `Passage 2`)."""
+    if phrase is None:
+        return None
+    if phrase.strip().lower().rstrip(".") in copied or PLACEHOLDER.match(phrase.strip()):
+        return None
+    return phrase

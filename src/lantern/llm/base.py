@@ -23,6 +23,9 @@ class Request:
     prompt_logprobs: bool = False
     """Also return each prompt token's log-prob and top alternatives (needs `capabilities.prompt_logprobs`);
     they land in `Response.extra["prompt"]` as [token, logprob, {alternative: logprob}] triples."""
+    messages: tuple[tuple[str, str], ...] = ()
+    """The same request as chat turns, (role, content) pairs, for backends that speak to an instruction-tuned
+    model through its chat template (`LLMClient.chat`); `prompt` stays the base-model form of it."""
 
 
 @dataclass
@@ -67,6 +70,8 @@ class LLMClient(ABC):
     """Requests per call: 1 for servers (they batch internally), the batch size for in-process models."""
     max_concurrency: int = 64
     """Calls in flight at once: a server's capacity; 1 for an in-process model (one forward at a time)."""
+    chat: bool = False
+    """The backend talks to a chat model: it sends a request's `messages` (when it has them) instead of `prompt`."""
 
     @property
     def supports_logprobs(self) -> bool:

@@ -48,6 +48,7 @@ class HTTPClient(LLMClient):
         self.base_url = ", ".join(self.base_urls)
         self.model_id = model_id
         self.api = api
+        self.chat = api == "chat"
         self.concurrency = concurrency
         self.max_concurrency = concurrency
         self.max_retries = max_retries
@@ -120,7 +121,8 @@ class HTTPClient(LLMClient):
             raise LanternError(f"prompt log-probs were asked of {self.base_url} ({self.api} API) without "
                                f"--llm-prompt-logprobs: only completions servers with `echo` (vLLM, llama.cpp) have them")
         if self.api == "chat":
-            body = {**common, "messages": [{"role": "user", "content": r.prompt}]}
+            turns = r.messages or (("user", r.prompt),)
+            body = {**common, "messages": [{"role": role, "content": content} for role, content in turns]}
             if r.top_logprobs:
                 body.update(logprobs=True, top_logprobs=r.top_logprobs)
             return "/chat/completions", body

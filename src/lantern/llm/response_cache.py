@@ -67,6 +67,7 @@ class CachedClient(LLMClient):
         self.backend, self.model_id = inner.backend, inner.model_id
         self.capabilities = inner.capabilities
         self.max_batch, self.max_concurrency = inner.max_batch, inner.max_concurrency
+        self.chat = inner.chat
         self.concurrency = concurrency
         self.cache = ResponseCache(path)
         self.hits = 0

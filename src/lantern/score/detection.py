@@ -9,6 +9,7 @@ from __future__ import annotations
 from lantern.explain.format import plain_text
 from lantern.llm.base import Request
 from lantern.score.base import LatentTask
+from lantern.score.judge_prompts import JUDGE_FORM, detection_messages, word_list
 from lantern.score.verdicts import VerdictScorer, list_verdicts_request
 
 PROMPT = (
@@ -39,9 +40,11 @@ def text(tokenizer, item: dict) -> str:
     return plain_text(tokenizer, item["example"]["tokens"])
 
 
-def request(tokenizer, explanation: str, item: dict) -> Request:
-    return Request(prompt=PROMPT.format(explanation=explanation, text=text(tokenizer, item)), max_tokens=1,
-                   top_logprobs=20, stop=())
+def request(tokenizer, explanation: str, item: dict, form: str = JUDGE_FORM) -> Request:
+    shown = text(tokenizer, item)
+    messages = detection_messages(form, explanation, shown, word_list(tokenizer, item["example"]["tokens"]))
+    return Request(prompt=PROMPT.format(explanation=explanation, text=shown), max_tokens=1, top_logprobs=20, stop=(),
+                   messages=messages)
 
 
 def list_request(tokenizer, explanation: str, items: list[dict], per_prompt: int) -> Request:

@@ -8,6 +8,7 @@ import numpy as np
 from lantern.explain.format import activation_marks, marked_text
 from lantern.llm.base import Request
 from lantern.score.base import LatentTask
+from lantern.score.judge_prompts import JUDGE_FORM, fuzzing_messages, word_list
 from lantern.score.verdicts import VerdictScorer, list_verdicts_request
 
 PROMPT = (
@@ -55,9 +56,11 @@ def text(tokenizer, item: dict) -> str:
     return marked_text(tokenizer, item["example"]["tokens"], item["marks"])
 
 
-def request(tokenizer, explanation: str, item: dict) -> Request:
-    return Request(prompt=PROMPT.format(explanation=explanation, text=text(tokenizer, item)), max_tokens=1,
-                   top_logprobs=20, stop=())
+def request(tokenizer, explanation: str, item: dict, form: str = JUDGE_FORM) -> Request:
+    shown = text(tokenizer, item)
+    words = word_list(tokenizer, item["example"]["tokens"], item["marks"])
+    return Request(prompt=PROMPT.format(explanation=explanation, text=shown), max_tokens=1, top_logprobs=20, stop=(),
+                   messages=fuzzing_messages(form, explanation, shown, words))
 
 
 def list_request(tokenizer, explanation: str, items: list[dict], per_prompt: int) -> Request:

@@ -111,7 +111,8 @@ def run_validation(cfg: RunConfig, client: LLMClient, subject) -> Report:
     if not scored:
         raise LanternError(f"no planted latent got records with positives and negatives in {cfg.tokens} tokens; "
                            f"cache more tokens (--tokens)")
-    texts = variant_explanations({i: r.explanation for i, r in enumerate(RULES)}, scored)
+    texts = variant_explanations({i: r.explanation for i, r in enumerate(RULES)}, scored,
+                                 {i: r.partial for i, r in enumerate(RULES)})
     rows: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
     for variant in reversed(VARIANTS):  # TRUE last: the run directory ends with the true explanations scored
@@ -127,15 +128,22 @@ def run_validation(cfg: RunConfig, client: LLMClient, subject) -> Report:
 def build_report(cfg: RunConfig, statuses: list[LatentStatus], texts: dict[str, dict[int, str]],
                  rows: dict[str, list[dict]]) -> Report:
     cells, verdicts, per_latent = [], [], []
+    groups = {"all": lambda latent: True, "tuned": lambda latent: not RULES[latent].held_out,
+              "held-out": lambda latent: RULES[latent].held_out}
     for name in cfg.scorers:
         scorer = get_scorer(name, cfg.scoring)
         mine = {variant: [r for r in rows[variant] if r["scorer"] == name] for variant in VARIANTS}
-        for metric in metrics_of([r for variant_rows in mine.values() for r in variant_rows]) or [None]:
-            by_variant = {variant: cell(name, variant, mine[variant], metric) for variant in VARIANTS}
-            cells += by_variant.values()
-            verdicts.append(verdict(scorer, by_variant))
+        for group, member in groups.items():
+            chosen = {variant: [r for r in mine[variant] if member(r["latent"])] for variant in VARIANTS}
+            if group != "all" and not any(chosen.values()):
+                continue
+            for metric in metrics_of([r for variant_rows in chosen.values() for r in variant_rows]) or [None]:
+                by_variant = {variant: cell(name, variant, chosen[variant], metric, group) for variant in VARIANTS}
+                cells += by_variant.values()
+                verdicts.append(verdict(scorer, by_variant))
         for variant in VARIANTS:
-            per_latent += [{"latent": r["latent"], "rule": RULES[r["latent"]].key, "scorer": name,
+            per_latent += [{"latent": r["latent"], "rule": RULES[r["latent"]].key,
+                            "held_out": RULES[r["latent"]].held_out, "scorer": name,
                             "variant": variant, "explanation": texts[variant].get(r["latent"]),
                             "metric": r.get("metric"), "score": r.get("score"), "auroc": r.get("auroc")}
                            for r in mine[variant]]

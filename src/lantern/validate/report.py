@@ -32,6 +32,8 @@ class Cell:
     n: int
     missing: int = 0
     """Latents scored but without a value (every answer failed or unreadable: counted, never dropped)."""
+    group: str = "all"
+    """`all` planted rules, the `tuned` ones (seen while the prompts were tuned) or the `held-out` ones."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class Verdict:
     """RANDOM's interval contains chance (None: no interval, or chance unknown for this metric)."""
     passed: bool | None
     note: str = ""
+    group: str = "all"
+    true_above_partial: bool | None = None
+    """TRUE's mean above PARTIAL's (an explanation naming only part of what fires should score lower)."""
+    true_above_overbroad: bool | None = None
+    """TRUE's mean above OVERBROAD's (the truth plus something unrelated should score lower)."""
 
 
 @dataclass
@@ -116,14 +123,14 @@ def metrics_of(rows: list[dict]) -> list[str]:
     return out
 
 
-def cell(scorer: str, variant: str, rows: list[dict], metric: str) -> Cell:
+def cell(scorer: str, variant: str, rows: list[dict], metric: str, group: str = "all") -> Cell:
     """The t-interval is clipped to the metric's range where it is known (it is symmetric, the metric bounded)."""
     values = [v for v in (_value(r, metric) for r in rows) if v is not None]
     mean, low, high = mean_interval(values)
     if metric in RANGE_BY_METRIC and not math.isnan(low):
         lo, hi = RANGE_BY_METRIC[metric]
         low, high = max(low, lo), min(high, hi)
-    return Cell(scorer, metric, variant, mean, low, high, len(values), len(rows) - len(values))
+    return Cell(scorer, metric, variant, mean, low, high, len(values), len(rows) - len(values), group)
 
 
 def chance_level(scorer, metric: str | None) -> float | None:
@@ -139,8 +146,14 @@ def chance_level(scorer, metric: str | None) -> float | None:
     return None
 
 
+def _above(true: Cell, other: Cell | None) -> bool | None:
+    if other is None or math.isnan(true.mean) or math.isnan(other.mean):
+        return None
+    return true.mean > other.mean
+
+
 def verdict(scorer, cells: dict[str, Cell]) -> Verdict:
-    true, shuffled, random = (cells[v] for v in VARIANTS)
+    true, shuffled, random = cells["true"], cells["shuffled"], cells["random"]
     metric = true.metric or shuffled.metric or random.metric
     chance = chance_level(scorer, metric)
     notes = []
@@ -158,7 +171,8 @@ def verdict(scorer, cells: dict[str, Cell]) -> Verdict:
         separated = None  # not a test of this scorer: the variants differ only in what it never reads
         notes.append("this scorer does not read the explanation: TRUE, SHUFFLED and RANDOM cannot differ")
     passed = None if separated is None or at_chance is None else separated and at_chance
-    return Verdict(scorer.name, metric, chance, separated, at_chance, passed, "; ".join(notes))
+    return Verdict(scorer.name, metric, chance, separated, at_chance, passed, "; ".join(notes), true.group,
+                   _above(true, cells.get("partial")), _above(true, cells.get("overbroad")))
 
 
 def _num(x: float) -> str:
@@ -174,16 +188,17 @@ def _yes_no(value: bool | None) -> str:
 
 
 def markdown(report: Report) -> str:
-    lines = ["| scorer | metric | variant | mean | 95% CI | n | no score |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {c.scorer} | {c.metric or '–'} | {c.variant.upper()} | {_num(c.mean)} | {_interval(c)} | {c.n} | "
-              f"{c.missing} |" for c in report.cells]
-    lines += ["", "| scorer | metric | chance | TRUE > SHUFFLED (intervals apart) | RANDOM at chance | verdict "
-              "| note |",
-              "|---|---|---|---|---|---|---|"]
+    lines = ["| rules | scorer | metric | variant | mean | 95% CI | n | no score |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {c.group} | {c.scorer} | {c.metric or '–'} | {c.variant.upper()} | {_num(c.mean)} | {_interval(c)} | "
+              f"{c.n} | {c.missing} |" for c in report.cells]
+    lines += ["", "| rules | scorer | metric | chance | TRUE > SHUFFLED (intervals apart) | RANDOM at chance | verdict "
+              "| TRUE > PARTIAL | TRUE > OVERBROAD | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for v in report.verdicts:
         verdict_text = {True: "pass", False: "fail", None: "–"}[v.passed]
-        lines.append(f"| {v.scorer} | {v.metric or '–'} | {_num(v.chance)} | {_yes_no(v.true_beats_shuffled)} | "
-                     f"{_yes_no(v.random_at_chance)} | {verdict_text} | {v.note} |")
+        lines.append(f"| {v.group} | {v.scorer} | {v.metric or '–'} | {_num(v.chance)} | "
+                     f"{_yes_no(v.true_beats_shuffled)} | {_yes_no(v.random_at_chance)} | {verdict_text} | "
+                     f"{_yes_no(v.true_above_partial)} | {_yes_no(v.true_above_overbroad)} | {v.note} |")
     lines += ["", "| latent | rule | fires on (tokens) | status |", "|---|---|---|---|"]
     lines += [f"| {s.latent} | {s.rule} | {s.firing_tokens} | {s.status}{': ' + s.note if s.note else ''} |"
               for s in report.latents]
@@ -193,20 +208,21 @@ def markdown(report: Report) -> str:
 def print_report(report: Report, console: Console | None = None) -> None:
     console = console or Console(width=max(120, Console().width))
     table = Table(title="lantern validate: planted latents, mean over latents (95% t-interval)")
-    for column in ("scorer", "metric", "variant", "mean", "95% CI", "n", "no score"):
+    for column in ("rules", "scorer", "metric", "variant", "mean", "95% CI", "n", "no score"):
         table.add_column(column)
     for c in report.cells:
-        table.add_row(c.scorer, c.metric or "–", c.variant.upper(), _num(c.mean), _interval(c), str(c.n),
+        table.add_row(c.group, c.scorer, c.metric or "–", c.variant.upper(), _num(c.mean), _interval(c), str(c.n),
                       str(c.missing))
     console.print(table)
-    verdicts = Table(title="verdict per scorer and metric")
-    for column in ("scorer", "metric", "chance", "TRUE > SHUFFLED", "RANDOM at chance", "verdict", "note"):
+    verdicts = Table(title="verdict per scorer and metric (> PARTIAL / > OVERBROAD: TRUE's mean ranks above)")
+    for column in ("rules", "scorer", "metric", "chance", "TRUE > SHUFFLED", "RANDOM at chance", "verdict",
+                   "> PARTIAL", "> OVERBROAD", "note"):
         verdicts.add_column(column, overflow="fold")
     for v in report.verdicts:
         shown = {True: "[green]pass[/green]", False: "[red]fail[/red]", None: "–"}[v.passed]
-        verdicts.add_row(v.scorer, v.metric or "–", _num(v.chance), _yes_no(v.true_beats_shuffled),
-                         _yes_no(v.random_at_chance),
-                         shown, v.note)
+        verdicts.add_row(v.group, v.scorer, v.metric or "–", _num(v.chance), _yes_no(v.true_beats_shuffled),
+                         _yes_no(v.random_at_chance), shown, _yes_no(v.true_above_partial),
+                         _yes_no(v.true_above_overbroad), v.note)
     console.print(verdicts)
     skipped = [s for s in report.latents if s.status != "scored"]
     for s in skipped:

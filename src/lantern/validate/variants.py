@@ -1,11 +1,15 @@
-"""The three explanations each planted latent is scored with: its TRUE one, a SHUFFLED one (another latent's
-true explanation) and a RANDOM one (an unrelated phrase of similar length). Written in the form the score
-stage reads from explanations.parquet, so scoring runs exactly as after `lantern explain`."""
+"""The explanations each planted latent is scored with: its TRUE one, a SHUFFLED one (another latent's true
+explanation), a RANDOM one (an unrelated phrase of similar length), and two near misses after NeuronEval's
+sanity checks (ICML 2025): PARTIAL (names only part of what the rule fires on) and OVERBROAD (the truth plus
+something unrelated). Written in the form the score stage reads from explanations.parquet, so scoring runs
+exactly as after `lantern explain`."""
 from __future__ import annotations
 
 import json
 
-VARIANTS = ("true", "shuffled", "random")
+VARIANTS = ("true", "shuffled", "random", "partial", "overbroad")
+NEAR_MISSES = ("partial", "overbroad")
+"""Variants a scorer should rank below TRUE (reported per metric), beside the pass/fail verdict."""
 
 RANDOM_PHRASES = (
     "names of ice cream flavours",
@@ -21,7 +25,8 @@ RANDOM_PHRASES = (
 """Phrases that describe nothing in the embedded corpus (King James Bible, Python docs) or the planted rules."""
 
 
-def variant_explanations(true: dict[int, str], scored: list[int]) -> dict[str, dict[int, str]]:
+def variant_explanations(true: dict[int, str], scored: list[int],
+                         partial: dict[int, str] | None = None) -> dict[str, dict[int, str]]:
     """Per variant, the explanation of every scored latent. SHUFFLED rotates the true explanations of the
     scored latents by one (each gets its neighbour's); with fewer than two scored latents it takes the next
     latent's of all planted ones, so no latent ever gets its own."""
@@ -32,9 +37,11 @@ def variant_explanations(true: dict[int, str], scored: list[int]) -> dict[str, d
         at = pool.index(latent)
         others = [o for o in pool[at + 1:] + pool[:at] if true[o] != true[latent]]
         shuffled[latent] = true[others[0]] if others else RANDOM_PHRASES[0]
-    return {"true": {latent: true[latent] for latent in scored},
-            "shuffled": shuffled,
-            "random": {latent: RANDOM_PHRASES[latent % len(RANDOM_PHRASES)] for latent in scored}}
+    random = {latent: RANDOM_PHRASES[latent % len(RANDOM_PHRASES)] for latent in scored}
+    out = {"true": {latent: true[latent] for latent in scored}, "shuffled": shuffled, "random": random,
+           "partial": {latent: (partial or {}).get(latent) or true[latent] for latent in scored},
+           "overbroad": {latent: f"{true[latent]}, or {random[latent]}" for latent in scored}}
+    return out
 
 
 def explanation_rows(coder: str, variant: str, explanations: dict[int, str]) -> list[dict]:
