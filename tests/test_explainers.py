@@ -166,7 +166,11 @@ def test_output_explainers_refuse_to_run_without_output_evidence(evidence, token
     ("cot", " The marks fall on names.\nExplanation:", None),
     ("cot", "Explanation: ...\n", None),
     ("cot", "", None),
-    ("contrastive", " names of rivers, not other places\nFeature D", "names of rivers, not other places"),
+    ("contrastive", " names of lakes, not other places\nFeature D", "names of lakes, not other places"),
+    ("contrastive", " names of rivers, not other places", None),  # the worked example's answer, copied
+    ("default", " currency symbols written before an amount of money.", None),  # copied from the prompt
+    ("default", "Feature A", None),  # a bare layout label
+    ("default", "Passage 3:", None),
     ("contrastive", "Sure.\n\nExplanation: the verb \"had\" as a helper", 'the verb "had" as a helper'),
     ("contrastive", " Active 6: The <<Nile>> floods each year.", None),
     ("contrastive", "NOT active 3: the road runs on", None),

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from lantern.coders.loading import load_coder
+from lantern.coders import planted
 from lantern.coders.planted import RULES, PlantedCoder
 from lantern.config import LLMConfig
 from lantern.errors import LanternError
@@ -24,10 +25,11 @@ from lantern.llm.base import LLMClient, Request, Response
 from lantern.models.loading import load_subject_model
 from lantern.validate import run_validation, validation_config
 from lantern.validate.report import Cell, verdict
-from lantern.validate.variants import RANDOM_PHRASES, variant_explanations
+from lantern.validate.variants import RANDOM_PHRASES, VARIANTS, variant_explanations
 
 KEYS = [r.key for r in RULES]
-SENTENCE = "In 1611, the word of God and the King's printers were running: 42 times! Then nothing?"
+SENTENCE = ("In 1611, the word of God and the King's printers were running: 42 times! Then nothing? Thou "
+            "sayest his father David lifted two hands (to the sheep) and cometh not; she said: import None]")
 
 
 # --- the planted coder ------------------------------------------------------------------------------------
@@ -46,6 +48,17 @@ def expected_row(text: str, prev_text: str | None) -> dict[str, bool]:
         "everywhere": True,
         "and": s.lower() == "and",
         "ing": re.fullmatch(r"[^\W\d_]*ing", s, flags=re.IGNORECASE) is not None and len(s) >= 3,
+        "family": s.lower() in planted.FAMILY,
+        "closing-brackets": re.fullmatch(r"[)\]}]+", s) is not None,
+        "number-words": s.lower() in planted.NUMBER_WORDS,
+        "people": s.lower() in planted.PEOPLE,
+        "python-keywords": s in planted.PYTHON_KEYWORDS,
+        "body-parts": s.lower() in planted.BODY_PARTS,
+        "divine-names": s.lower() in planted.DIVINE_NAMES,
+        "negation": s.lower() in planted.NEGATIONS,
+        "thou": s.lower() in planted.ARCHAIC_PRONOUNS,
+        "speech-verbs": s.lower() in planted.SPEECH_VERBS,
+        "pronouns": s.lower() in planted.PERSONAL_PRONOUNS,
     }
 
 
@@ -152,7 +165,13 @@ RULE_BY_EXPLANATION = {r.explanation: r.key for r in RULES}
 TEXT_RULES = {  # does the rule hold somewhere in a window's text?
     "digits": r"[0-9]", "after-of": r"\bof\s+\S", "capitalised": r"[A-Z]", "the": r"\bthe\b",
     "colons": r"[;:]", "and": r"\band\b", "ing": r"ing\b", "everywhere": r".", "nowhere": r"(?!x)x",
+    "family": planted.FAMILY, "closing-brackets": r"[)\]}]", "number-words": planted.NUMBER_WORDS,
+    "people": planted.PEOPLE, "python-keywords": planted.PYTHON_KEYWORDS, "body-parts": planted.BODY_PARTS,
+    "divine-names": planted.DIVINE_NAMES, "negation": planted.NEGATIONS, "thou": planted.ARCHAIC_PRONOUNS,
+    "speech-verbs": planted.SPEECH_VERBS, "pronouns": planted.PERSONAL_PRONOUNS,
 }
+TEXT_RULES = {rule: pattern if isinstance(pattern, str) else r"\b(" + "|".join(sorted(pattern)) + r")\b"
+              for rule, pattern in TEXT_RULES.items()}
 MARK_RULES = {  # does a marked span fit the rule? (`before`: the text just before the mark)
     "digits": lambda m, before: re.fullmatch(r"[0-9]+", m) is not None,
     "after-of": lambda m, before: re.search(r"\bof\s*$", before, re.IGNORECASE) is not None,
@@ -161,6 +180,13 @@ MARK_RULES = {  # does a marked span fit the rule? (`before`: the text just befo
     "colons": lambda m, before: re.fullmatch(r"[;:]+", m) is not None,
     "and": lambda m, before: m.lower() == "and",
     "ing": lambda m, before: m.lower().endswith("ing"),
+    "closing-brackets": lambda m, before: re.fullmatch(r"[)\]}]+", m) is not None,
+    **{rule: (lambda words: lambda m, before: m.lower() in {w.lower() for w in words})(words) for rule, words in (
+        ("family", planted.FAMILY), ("number-words", planted.NUMBER_WORDS), ("people", planted.PEOPLE),
+        ("python-keywords", planted.PYTHON_KEYWORDS), ("body-parts", planted.BODY_PARTS),
+        ("divine-names", planted.DIVINE_NAMES), ("negation", planted.NEGATIONS),
+        ("thou", planted.ARCHAIC_PRONOUNS), ("speech-verbs", planted.SPEECH_VERBS),
+        ("pronouns", planted.PERSONAL_PRONOUNS))},
     "everywhere": lambda m, before: True, "nowhere": lambda m, before: False,
 }
 
@@ -173,7 +199,7 @@ def judge_rule(prompt: str) -> bool | None:
     if rule is None:
         return None
     if "<<" not in text:  # detection
-        return re.search(TEXT_RULES[rule], text, flags=re.IGNORECASE if rule != "capitalised" else 0) is not None
+        return re.search(TEXT_RULES[rule], text, flags=re.IGNORECASE if rule not in ("capitalised", "python-keywords") else 0) is not None
     marks = [(m.group(1), text[:m.start()]) for m in re.finditer(r"<<(.*?)>>", text)]
     return bool(marks) and all(MARK_RULES[rule](mark, before) for mark, before in marks)
 
@@ -216,16 +242,21 @@ def test_validate_flow_separates_true_from_shuffled_with_a_rule_judge(tmp_path, 
     for v in report.verdicts:
         assert v.passed, v
         assert v.true_beats_shuffled and v.random_at_chance
-    by = {(c.scorer, c.metric, c.variant): c for c in report.cells}
+    by = {(c.scorer, c.metric, c.variant): c for c in report.cells if c.group == "all"}
     assert set(by) == {(s, m, v) for s in ("detection", "fuzzing") for m in ("balanced_accuracy", "auroc")
-                       for v in ("true", "shuffled", "random")}
-    assert [(v.scorer, v.metric) for v in report.verdicts] == [
-        (s, m) for s in ("detection", "fuzzing") for m in ("balanced_accuracy", "auroc")]
-    assert all(c.n == len(scored) for c in report.cells)
+                       for v in VARIANTS}
+    assert [(v.scorer, v.group, v.metric) for v in report.verdicts] == [
+        (s, g, m) for s in ("detection", "fuzzing") for g in ("all", "tuned", "held-out")
+        for m in ("balanced_accuracy", "auroc")]
+    assert all(c.n == len(scored) for c in report.cells if c.group == "all")
+    held_out = {s.latent for s in report.latents if RULES[s.latent].held_out} & set(scored)
+    assert held_out and all(c.n == len(held_out) for c in report.cells if c.group == "held-out")
+    # the rule judge cannot tell a PARTIAL or OVERBROAD explanation (it names no rule): P(yes) 0.5, below TRUE
+    assert all(v.true_above_partial and v.true_above_overbroad for v in report.verdicts)
     assert by["detection", "auroc", "random"].mean == pytest.approx(0.5)
     assert by["detection", "balanced_accuracy", "true"].mean > 0.85 and all(c.high <= 1.0 for c in report.cells)
     out = cfg.path / "validate"
-    for variant in ("true", "shuffled", "random"):
+    for variant in VARIANTS:
         explained = pq.read_table(out / f"{variant}.explanations.parquet").to_pylist()
         texts = {r["latent"]: r["explanation"] for r in explained}
         assert sorted(texts) == scored
@@ -236,9 +267,10 @@ def test_validate_flow_separates_true_from_shuffled_with_a_rule_judge(tmp_path, 
     final = pq.read_table(cfg.path / "explanations.parquet").to_pylist()
     assert {r["explanation"] for r in final} == {RULES[l].explanation for l in scored}  # noqa: E741
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["per_latent"]) == 2 * 3 * len(scored)
+    assert len(summary["per_latent"]) == 2 * len(VARIANTS) * len(scored)
     assert {v["scorer"] for v in summary["verdicts"]} == {"detection", "fuzzing"}
-    assert "| detection | balanced_accuracy | TRUE |" in (out / "summary.md").read_text()
+    assert "| all | detection | balanced_accuracy | TRUE |" in (out / "summary.md").read_text()
+    assert "| held-out | detection | balanced_accuracy | OVERBROAD |" in (out / "summary.md").read_text()
     # a rerun reuses the cache, the records and every answer
     asked = len(judge.prompts)
     again = run_validation(validation_config(cfg.path, str(model_dir), "embedded", 16_384, LLMConfig()),
@@ -266,11 +298,11 @@ def test_validate_through_the_real_in_process_client(tmp_path, model_dir, tiny_s
     scored = sum(s.status == "scored" for s in report.latents)
     # a random tiny model rarely answers yes or no: latents whose every answer failed have no score, and
     # are counted as such, never dropped
-    assert scored and all(c.n + c.missing == scored for c in report.cells)
+    assert scored and all(c.n + c.missing == scored for c in report.cells if c.group == "all")
     assert all(c.n == 0 or 0.0 <= c.mean <= 1.0 for c in report.cells)
     examples = pq.read_table(cfg.path / "validate" / "true.examples.parquet").to_pylist()
     assert examples and {e["read_as"] for e in examples} <= {"logprobs", "text", "failed"}
-    assert "| detection | balanced_accuracy | TRUE |" in (cfg.path / "validate" / "summary.md").read_text()
+    assert "| all | detection | balanced_accuracy | TRUE |" in (cfg.path / "validate" / "summary.md").read_text()
 
 
 def test_validate_command(tmp_path, model_dir):

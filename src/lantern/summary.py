@@ -66,7 +66,8 @@ def _llm_usage(cfg: RunConfig) -> list[dict]:
         mine = [r for r in rows if r["stage"] == stage]
         total = {key: int(sum(r[key] for r in mine)) for key in
                  ("calls", "cache_hits", "failed", "retries", "prompt_tokens", "completion_tokens",
-                  "paid_prompt_tokens", "paid_completion_tokens")}
+                  "paid_prompt_tokens", "paid_completion_tokens", "evaluated_prompt_tokens")
+                 if key in mine[0]}
         out.append({"stage": stage, "latents": len(mine), **total,
                     "prompt_tokens_per_latent": total["prompt_tokens"] / len(mine),
                     "completion_tokens_per_latent": total["completion_tokens"] / len(mine),
@@ -99,12 +100,13 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     if summary.get("llm"):
         usage = Table(title="LLM calls per stage (tokens per latent; paid = not from the response cache)")
         for column in ("stage", "latents", "calls", "cache hits", "failed", "retries", "prompt tok./latent",
-                       "completion tok./latent", "paid prompt tok."):
+                       "completion tok./latent", "paid prompt tok.", "evaluated prompt tok."):
             usage.add_column(column)
         for u in summary["llm"]:
             usage.add_row(u["stage"], str(u["latents"]), str(u["calls"]), str(u["cache_hits"]), str(u["failed"]),
                           str(u["retries"]), f"{u['prompt_tokens_per_latent']:.0f}",
-                          f"{u['completion_tokens_per_latent']:.0f}", str(u["paid_prompt_tokens"]))
+                          f"{u['completion_tokens_per_latent']:.0f}", str(u["paid_prompt_tokens"]),
+                          str(u.get("evaluated_prompt_tokens", "–")))
         console.print(usage)
     times = ", ".join(f"{k} {v:.0f}s" for k, v in summary["stage_seconds"].items())
     if times:

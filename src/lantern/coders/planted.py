@@ -58,15 +58,10 @@ def is_closing_bracket(text: str) -> bool:
     return bool(s) and all(c in ")]}" for c in s)
 
 
-def is_eth_verb(text: str) -> bool:
-    s = text.strip()
-    return len(s) >= 5 and s.isalpha() and s[0].islower() and s.endswith("eth")
-
-
 NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
                 "fifteen", "twenty", "thirty", "forty", "fifty", "hundred", "thousand"}
 PEOPLE = {"david", "moses", "abraham", "jacob", "isaac", "joseph", "aaron", "saul", "solomon", "peter", "paul",
-          "jesus", "pharaoh", "samuel", "elijah", "noah", "adam", "sarah", "rachel", "mary", "joshua", "daniel",
+          "pharaoh", "samuel", "elijah", "noah", "adam", "sarah", "rachel", "mary", "joshua", "daniel",
           "jonathan", "absalom", "abram", "laban", "esau", "elisha", "hezekiah", "jeremiah", "isaiah"}
 PYTHON_KEYWORDS = {"def", "import", "lambda", "yield", "elif", "except", "raise", "assert", "None", "True", "False",
                    "async", "await", "nonlocal"}
@@ -74,8 +69,8 @@ FAMILY = {"father", "fathers", "mother", "mothers", "son", "sons", "daughter", "
           "brethren", "sister", "sisters", "wife", "wives", "husband"}
 BODY_PARTS = {"hand", "hands", "eye", "eyes", "head", "heads", "heart", "face", "mouth", "foot", "feet", "arm", "arms",
               "ear", "ears", "nose", "tongue", "lips", "finger", "fingers"}
-ANIMALS = {"sheep", "lamb", "lambs", "ox", "oxen", "goat", "goats", "horse", "horses", "camel", "camels", "lion",
-           "lions", "bird", "birds", "fowl", "fowls", "cattle", "bullock", "bullocks", "dog", "dogs", "serpent", "calf"}
+DIVINE_NAMES = {"god", "lord", "jesus", "christ"}
+SPEECH_VERBS = {"said", "saith", "spake", "say", "says", "saying", "spoke", "answered", "speak"}
 NEGATIONS = {"not", "no", "never", "nor", "neither", "nothing"}
 ARCHAIC_PRONOUNS = {"thou", "thee", "thy", "thine", "ye"}
 PERSONAL_PRONOUNS = {"he", "she", "him", "her", "they", "them"}
@@ -123,14 +118,14 @@ RULES: tuple[Rule, ...] = (  # dense rules (any punctuation) leave no all-zero w
          partial="the Python keyword \"import\"", held_out=True),
     Rule("body-parts", "parts of the body (hand, eye, head, heart)", is_one_of(BODY_PARTS),
          partial="the word \"hand\"", held_out=True),
-    Rule("animals", "names of animals (sheep, oxen, horses, lions)", is_one_of(ANIMALS),
-         partial="the word \"sheep\"", held_out=True),
+    Rule("divine-names", "names for God (God, LORD, Jesus, Christ)", is_one_of(DIVINE_NAMES),
+         partial="the word \"LORD\"", held_out=True),
     Rule("negation", "negation words (not, no, never, nor)", is_one_of(NEGATIONS), partial="the word \"never\"",
          held_out=True),
     Rule("thou", "the archaic pronouns thou, thee, thy, ye", is_one_of(ARCHAIC_PRONOUNS),
          partial="the word \"thou\"", held_out=True),
-    Rule("eth-verbs", "old verb forms ending in -eth (cometh, goeth)", is_eth_verb, partial="the word \"cometh\"",
-         held_out=True),
+    Rule("speech-verbs", "verbs of speaking (said, saith, spake, answered)", is_one_of(SPEECH_VERBS),
+         partial="the word \"saith\"", held_out=True),
     Rule("pronouns", "the pronouns he, she, him, her, they, them", is_one_of(PERSONAL_PRONOUNS),
          partial="the word \"she\"", held_out=True),
 )

@@ -99,8 +99,15 @@ def _note_missing_negatives(cfg: RunConfig, explainer: Explainer, evidence: list
                       f"without contrast. Rebuild the records with n_explain_negatives > 0 for contrast")
 
 
+def shown_prompt(request: Request, chat: bool) -> str:
+    """The prompt as the LLM saw it: the chat turns (each headed by its role) for a chat backend."""
+    if chat and request.messages:
+        return "\n\n".join(f"[{role}]\n{content}" for role, content in request.messages)
+    return request.prompt
+
+
 def explanation_rows(explainer: Explainer, llm: str, evidence: list[LatentEvidence],
-                     per_latent: list[list[Request]], responses: list[Response]) -> list[dict]:
+                     per_latent: list[list[Request]], responses: list[Response], chat: bool = False) -> list[dict]:
     """One row per candidate; `responses` answer the flattened `per_latent` requests in order."""
     answers_left = iter(responses)
     rows = []
@@ -112,7 +119,8 @@ def explanation_rows(explainer: Explainer, llm: str, evidence: list[LatentEviden
                 "coder": e.coder, "latent": e.latent, "explainer": explainer.name, "candidate": candidate,
                 "explanation": explanation, "failed": explanation is None,
                 "error": response.error or (None if explanation else "unparsable answer"),
-                "raw_answer": response.text, "prompt": request.prompt, "prompt_tokens": response.prompt_tokens,
+                "raw_answer": response.text, "prompt": shown_prompt(request, chat),
+                "prompt_tokens": response.prompt_tokens,
                 "completion_tokens": response.completion_tokens, "seconds": response.seconds,
                 "attempts": response.attempts, "cached": response.cached, "llm": llm, "evidence": shown,
             })
@@ -134,7 +142,8 @@ def explain_partition(cfg: RunConfig, index: int, keys: list[tuple[str, int]]) -
         write_usage(folder, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}
                                         for e, requests in zip(evidence, per_latent)
                                         for candidate in range(len(requests))], responses)
-        rows = explanation_rows(explainer, f"{client.backend}:{client.model_id}", evidence, per_latent, responses)
+        rows = explanation_rows(explainer, f"{client.backend}:{client.model_id}", evidence, per_latent, responses,
+                                chat=getattr(client, "chat", False))
         write_parquet(folder / EXPLANATIONS, rows)
         explained = {(r["coder"], r["latent"]) for r in rows if not r["failed"]}
         return {"latents": len(evidence), "explained": len(explained), "candidates": len(rows)}

@@ -2,7 +2,9 @@
 
 `usage/<stage>.parquet` holds one row per call; `usage_per_latent()` sums them per (coder, latent, stage) for
 the summary and reports. Tokens of cache hits are counted apart: they are what the answer cost once, not
-what this run paid.
+what this run paid. `evaluated_prompt_tokens` is what the engine actually computed: an in-process llama.cpp
+reuses the KV cache of the prefix a prompt shares with the one before and says how many it evaluated; for other
+backends every paid prompt token counts as evaluated (a server's own prefix cache is not visible here).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def write_usage(run_dir: Path, stage: str, tags: list[dict], responses: list[Res
     for tag, r in zip(tags, responses):
         rows.append({"stage": stage, "coder": tag["coder"], "latent": int(tag["latent"]), "task": tag["task"],
                      "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+                     "evaluated_prompt_tokens": 0 if r.cached else int(r.extra.get("evaluated_tokens", r.prompt_tokens)),
                      "seconds": float(r.seconds), "cached": bool(r.cached), "attempts": int(r.attempts),
                      "retry_reasons": "; ".join(r.retry_reasons), "failed": r.error is not None, "error": r.error})
     write_parquet(usage_file(run_dir, stage), rows)
@@ -40,12 +43,19 @@ def usage_per_latent(run_dir: Path) -> pa.Table | None:
         return None
     calls = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
     paid = pc.invert(calls.column("cached"))
+    if "evaluated_prompt_tokens" not in calls.column_names:  # usage written before the column existed
+        calls = calls.append_column("evaluated_prompt_tokens", pc.if_else(paid, calls.column("prompt_tokens"), 0))
+    else:
+        calls = calls.set_column(calls.column_names.index("evaluated_prompt_tokens"), "evaluated_prompt_tokens",
+                                 pc.fill_null(calls.column("evaluated_prompt_tokens"),
+                                              pc.if_else(paid, calls.column("prompt_tokens"), 0)))
     calls = calls.append_column("paid_prompt_tokens", pc.if_else(paid, calls.column("prompt_tokens"), 0))
     calls = calls.append_column("paid_completion_tokens", pc.if_else(paid, calls.column("completion_tokens"), 0))
     calls = calls.append_column("retries", pc.subtract(calls.column("attempts"), 1))
     sums = {"calls": ("task", "count"), "cache_hits": ("cached", "sum"), "prompt_tokens": ("prompt_tokens", "sum"),
             "completion_tokens": ("completion_tokens", "sum"), "paid_prompt_tokens": ("paid_prompt_tokens", "sum"),
-            "paid_completion_tokens": ("paid_completion_tokens", "sum"), "seconds": ("seconds", "sum"),
+            "paid_completion_tokens": ("paid_completion_tokens", "sum"),
+            "evaluated_prompt_tokens": ("evaluated_prompt_tokens", "sum"), "seconds": ("seconds", "sum"),
             "retries": ("retries", "sum"), "failed": ("failed", "sum")}
     keys = ["coder", "latent", "stage"]
     grouped = calls.group_by(keys).aggregate(list(sums.values()))

@@ -206,7 +206,7 @@ def markdown(report: Report) -> str:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
-    console = console or Console(width=max(120, Console().width))
+    console = console or Console(width=max(170, Console().width))
     table = Table(title="lantern validate: planted latents, mean over latents (95% t-interval)")
     for column in ("rules", "scorer", "metric", "variant", "mean", "95% CI", "n", "no score"):
         table.add_column(column)
