@@ -170,6 +170,8 @@ def test_output_explainers_refuse_to_run_without_output_evidence(evidence, token
     ("contrastive", " names of rivers, not other places", None),  # the worked example's answer, copied
     ("default", " currency symbols written before an amount of money.", None),  # copied from the prompt
     ("default", "Feature A", None),  # a bare layout label
+    ("default", 'Common word: "by"', 'the word "by"'),  # a chat model's label before its phrase
+    ("default", "Common feature: argument placeholders", "argument placeholders"),
     ("default", "Passage 3:", None),
     ("contrastive", "Sure.\n\nExplanation: the verb \"had\" as a helper", 'the verb "had" as a helper'),
     ("contrastive", " Active 6: The <<Nile>> floods each year.", None),

@@ -71,8 +71,8 @@ CHAT_TASK = (
     "marked tokens listed with how often each is marked. Reply with one short phrase, at most 12 words, that "
     "says what the marked tokens have in common. Be concrete: when the same word or symbol is marked again and "
     "again, name it in quotes; otherwise name the kind of word (e.g. plural nouns, verbs in the past tense), "
-    "symbol, or context (e.g. the word after \"of\"). Write only the phrase: no introduction, no quotes of "
-    "whole passages, no explanation."
+    "symbol, or context (e.g. the word after \"of\"). Write only the phrase itself: no label before it, no "
+    "quotes of whole passages, no explanation."
 )
 CHAT_QUESTION = "What do the marked tokens have in common? Reply with one short phrase only."
 

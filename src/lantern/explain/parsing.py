@@ -37,11 +37,24 @@ def after_last_label(text: str) -> str | None:
     return parts[-1] if len(parts) > 1 else None
 
 
+CHAT_LABEL = re.compile(r"^\s*(the\s+)?(common|shared)\s+(word|feature|pattern|theme|token|element|thread)s?\s*[:\-]\s*"
+                        r"|^\s*(answer|phrase|feature)\s*:\s*", re.IGNORECASE)
+"""Labels chat models put before their phrase (`Common word: "by"`): not part of the explanation."""
+
+
 def one_line_answer(text: str) -> str | None:
     """A one-phrase answer: a bare phrase (a base model continuing "Explanation:") or, in a longer answer,
-    the phrase after its last "Explanation:" label."""
+    the phrase after its last "Explanation:" label; a chat model's leading label such as "Common word:" is
+    dropped."""
     labelled = after_last_label(text)
-    return first_phrase(labelled if labelled is not None else text.replace(NEWLINE_MARK, "\n"))
+    phrase = first_phrase(labelled if labelled is not None else text.replace(NEWLINE_MARK, "\n"))
+    label = CHAT_LABEL.match(phrase) if phrase else None
+    if label is None:
+        return phrase
+    rest = phrase[label.end():].strip()
+    if len(rest) >= 2 and rest[0] == rest[-1] and rest[0] in "\"'":  # `Common word: "by"`: a quoted word alone
+        rest = f"the word {rest}"
+    return first_phrase(rest)
 
 
 def unless_copied(phrase: str | None, labels: tuple[str, ...]) -> str | None:

@@ -5,7 +5,10 @@ P(yes) for every text, but answers a concrete one ("does the text contain the wo
 text far better token by token when its words are listed. Each form is a (system, user) pair; the system
 message and the explanation come first and the window last, so consecutive prompts of one latent share their
 prefix and an in-process engine reuses its KV cache. `JUDGE_FORM` is the one scorers use; the others are kept
-for `benchmarks/tune_judge_prompts.py`, which measured them on the tuning half of the planted rules.
+for `benchmarks/tune_judge_prompts.py`, which measured them on the tuning half of the planted rules (9 rules,
+detection, Qwen2.5-Coder-1.5B-Instruct; mean AUROC TRUE vs SHUFFLED): `contains` 0.711 vs 0.531, `words` 0.776 vs
+0.487, `text+words` 0.794 vs 0.586. `words` separates most and costs the fewest prompt tokens: the running text
+lets the judge answer yes for dense rules (capitalised words, "the") whatever the explanation says.
 """
 from __future__ import annotations
 
@@ -63,4 +66,4 @@ def fuzzing_messages(form: str, explanation: str, text: str, words: str) -> tupl
 
 
 JUDGE_FORMS = ("contains", "words", "text+words")
-JUDGE_FORM = "text+words"
+JUDGE_FORM = "words"
