@@ -172,6 +172,9 @@ def test_output_explainers_refuse_to_run_without_output_evidence(evidence, token
     ("default", "Feature A", None),  # a bare layout label
     ("default", 'Common word: "by"', 'the word "by"'),  # a chat model's label before its phrase
     ("default", "Common feature: argument placeholders", "argument placeholders"),
+    ("default", "Commonality: punctuation, punctuation, punctuation, punctuation, punctuation, punctuation", None),
+    ("default", "the word \"and\" and the word \"or\" between two nouns", 'the word "and" and the word "or" between '
+                                                                          'two nouns'),
     ("default", "Passage 3:", None),
     ("contrastive", "Sure.\n\nExplanation: the verb \"had\" as a helper", 'the verb "had" as a helper'),
     ("contrastive", " Active 6: The <<Nile>> floods each year.", None),

@@ -37,7 +37,8 @@ def after_last_label(text: str) -> str | None:
     return parts[-1] if len(parts) > 1 else None
 
 
-CHAT_LABEL = re.compile(r"^\s*(the\s+)?(common|shared)\s+(word|feature|pattern|theme|token|element|thread)s?\s*[:\-]\s*"
+CHAT_LABEL = re.compile(r"^\s*(the\s+)?(commonality|common|shared)(\s+(word|feature|pattern|theme|token|element|thread)s?)?"
+                        r"\s*[:\-]\s*"
                         r"|^\s*(answer|phrase|feature)\s*:\s*", re.IGNORECASE)
 """Labels chat models put before their phrase (`Common word: "by"`): not part of the explanation."""
 
@@ -78,11 +79,17 @@ def demonstration_answers(demonstrations: str) -> frozenset[str]:
 PLACEHOLDER = re.compile(r"^(feature|passage|text|explanation|active|answer)(\s+[a-z0-9]{1,2})?\s*:?$", re.IGNORECASE)
 
 
+def degenerate(phrase: str) -> bool:
+    """A small model stuck in a loop (`punctuation, punctuation, punctuation, ...`): most words repeat."""
+    words = re.findall(r"\w+", phrase.lower())
+    return len(words) >= 6 and len(set(words)) <= len(words) // 3
+
+
 def unless_echo(phrase: str | None, copied: frozenset[str] = frozenset()) -> str | None:
-    """None for an answer that is not an explanation: a worked example's explanation copied back, or a bare
-    label of the prompt's layout (`Feature A`, `Passage 2`)."""
+    """None for an answer that is not an explanation: a worked example's explanation copied back, a bare
+    label of the prompt's layout (`Feature A`, `Passage 2`), or a degenerate loop of one word."""
     if phrase is None:
         return None
-    if phrase.strip().lower().rstrip(".") in copied or PLACEHOLDER.match(phrase.strip()):
+    if phrase.strip().lower().rstrip(".") in copied or PLACEHOLDER.match(phrase.strip()) or degenerate(phrase):
         return None
     return phrase
