@@ -367,3 +367,17 @@ def test_run_asks_the_records_for_what_the_explainer_needs(tmp_path):
     plain = RunConfig(run_dir=str(tmp_path))
     _set_explainer(plain, None, None, records_pending=True)
     assert plain.explainer == ExplainerConfig() and plain.records == RecordConfig()
+
+
+def test_a_prompt_too_long_for_the_context_drops_windows_never_instructions(evidence, tokenizer):
+    from lantern.explain.base import fit_to_context
+
+    explainer = get_explainer("default")
+    whole = evidence[0]
+    size = len(explainer.prompt(tokenizer, whole, ExplainerConfig()))
+    fitted = fit_to_context(explainer, tokenizer, whole, ExplainerConfig(), max_chars=size - 1)
+    assert 0 < len(fitted.windows) < len(whole.windows)
+    assert fitted.dropped_windows == len(whole.windows) - len(fitted.windows)
+    prompt = explainer.prompt(tokenizer, fitted, ExplainerConfig())
+    assert len(prompt) <= size - 1 and prompt.startswith(explainer.prompt(tokenizer, whole, ExplainerConfig())[:400])
+    assert fit_to_context(explainer, tokenizer, whole, ExplainerConfig()) == whole  # fits: unchanged

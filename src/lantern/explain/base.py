@@ -63,6 +63,8 @@ class LatentEvidence:
     latent_max: float = 0.0
     """The largest activation over the explain windows (activation values are shown relative to it)."""
     output: OutputEvidence | None = None
+    dropped_windows: int = 0
+    """Windows left out so the prompt fits the LLM's context (`fit_to_context`); recorded with the explanation."""
 
 
 CHAT_TASK = (
@@ -75,6 +77,8 @@ CHAT_TASK = (
     "quotes of whole passages, no explanation."
 )
 CHAT_QUESTION = "What do the marked tokens have in common? Reply with one short phrase only."
+MAX_PROMPT_CHARS = 20_000
+"""About 6,000 tokens: an explain prompt must leave the embedded model's 8,192-token context room to answer."""
 
 
 class Explainer(ABC):
@@ -140,3 +144,22 @@ class Explainer(ABC):
 
         copied = demonstration_answers(self.demonstrations)
         return [unless_echo(self.parse_text(r.text), copied) if r.ok else None for r in responses]
+
+
+def fit_to_context(explainer: Explainer, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig,
+                   max_chars: int = MAX_PROMPT_CHARS) -> LatentEvidence:
+    """The evidence with its last windows (and negatives) dropped until both prompt forms fit `max_chars`: the
+    instructions are never cut, the windows are, and how many were dropped is kept."""
+    from dataclasses import replace
+
+    def size(e: LatentEvidence) -> int:
+        chat = sum(len(content) for _, content in explainer.messages(tokenizer, e, cfg))
+        return max(len(explainer.prompt(tokenizer, e, cfg)), chat)
+
+    fitted = evidence
+    while size(fitted) > max_chars and (len(fitted.windows) > 1 or fitted.negatives):
+        if fitted.negatives and len(fitted.negatives) >= len(fitted.windows) - 1:
+            fitted = replace(fitted, negatives=fitted.negatives[:-1])
+        else:
+            fitted = replace(fitted, windows=fitted.windows[:-1], dropped_windows=fitted.dropped_windows + 1)
+    return fitted

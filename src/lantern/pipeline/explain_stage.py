@@ -18,7 +18,7 @@ from lantern.errors import LanternError
 from lantern.executors import partitions, resources
 from lantern.executors.base import Executor, split_ranges
 from lantern.executors.local import LocalExecutor
-from lantern.explain.base import Explainer, LatentEvidence
+from lantern.explain.base import Explainer, LatentEvidence, fit_to_context
 from lantern.explain.evidence import from_records
 from lantern.explain.registry import explainer_for
 from lantern.io import write_parquet
@@ -113,7 +113,10 @@ def explanation_rows(explainer: Explainer, llm: str, evidence: list[LatentEviden
     rows = []
     for e, requests in zip(evidence, per_latent):
         answers = [next(answers_left) for _ in requests]
-        shown = json.dumps(explainer.describe(e))
+        described = explainer.describe(e)
+        if e.dropped_windows:
+            described["windows_dropped_to_fit_context"] = e.dropped_windows
+        shown = json.dumps(described)
         for candidate, (request, response, explanation) in enumerate(zip(requests, answers, explainer.parse(answers))):
             rows.append({
                 "coder": e.coder, "latent": e.latent, "explainer": explainer.name, "candidate": candidate,
@@ -137,6 +140,7 @@ def explain_partition(cfg: RunConfig, index: int, keys: list[tuple[str, int]]) -
         if explainer.needs_output_evidence:
             evidence = attach_output_evidence(cfg, evidence, resources.subject_model(cfg))
         _note_missing_negatives(cfg, explainer, evidence)
+        evidence = [fit_to_context(explainer, tokenizer, e, cfg.explainer) for e in evidence]
         per_latent = [explainer.requests(tokenizer, e, cfg.explainer) for e in evidence]
         responses = complete_all(client, [r for requests in per_latent for r in requests], "explain")
         write_usage(folder, "explain", [{"coder": e.coder, "latent": e.latent, "task": f"{explainer.name}:{candidate}"}

@@ -24,6 +24,12 @@ _EXPLAINED = "The shared feature has this description: {explanation}\n"
 _TAIL = "Which passage is the odd one out? Answer with its number.\nThe odd one out is passage ["
 
 
+_CHAT_TASK = ("You find the odd one out among passages. In each passage some tokens are marked like <<this>>. In all "
+              "but one passage the marks come from the same feature of a language model; in the remaining passage "
+              "they come from a different feature. Answer with the number of the odd passage only.")
+_CHAT_QUESTION = "Which passage is the odd one out? Answer with its number only."
+
+
 def _activating_test(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["split"] == "test" and r["kind"] == "activating"]
 
@@ -60,14 +66,20 @@ class IntruderScorer(Scorer):
         choices = same or pool
         return choices[int(rng.integers(len(choices)))]
 
-    def _prompt(self, task: LatentTask, passages: list[dict]) -> str:
+    def _passages(self, passages: list[dict]) -> str:
         tokenizer, threshold = self.context.tokenizer, self.context.mark_threshold
+        return "".join(f"[{number}] {marked_text(tokenizer, row['tokens'], activation_marks(row['activations'], threshold))}\n"
+                       for number, row in enumerate(passages, 1))
+
+    def _prompt(self, task: LatentTask, passages: list[dict]) -> str:
         text = _HEAD.format(count=len(passages))
         if self.uses_explanation:
             text += _EXPLAINED.format(explanation=task.explanation)
-        for number, row in enumerate(passages, 1):
-            text += f"[{number}] {marked_text(tokenizer, row['tokens'], activation_marks(row['activations'], threshold))}\n"
-        return text + _TAIL
+        return text + self._passages(passages) + _TAIL
+
+    def _messages(self, task: LatentTask, passages: list[dict]) -> tuple[tuple[str, str], ...]:
+        head = _EXPLAINED.format(explanation=task.explanation) + "\n" if self.uses_explanation else ""
+        return (("system", _CHAT_TASK), ("user", head + self._passages(passages) + "\n" + _CHAT_QUESTION))
 
     def plan(self, task: LatentTask) -> Plan:
         requests, state = [], []
@@ -78,7 +90,8 @@ class IntruderScorer(Scorer):
             position = int(rng.integers(len(trial) + 1))
             passages = trial[:position] + [intruder] + trial[position:]
             requests.append(Request(prompt=self._prompt(task, passages), max_tokens=1,
-                                    top_logprobs=self.settings.top_logprobs, stop=()))
+                                    top_logprobs=self.settings.top_logprobs, stop=(),
+                                    messages=self._messages(task, passages)))
             state.append((decile, intruder, position + 1, len(passages)))
         return Plan(task, requests, state)
 

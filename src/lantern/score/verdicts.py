@@ -14,12 +14,19 @@ from lantern.score.base import LatentResult, LatentTask, Plan, Scorer, example_r
 from lantern.score.metrics import Outcome, classification_metrics
 
 
+LIST_CHAT_FORMAT = ("Reply with the list only, in square brackets, one digit per text in text order, e.g. "
+                    "[1, 0, 0, 1]. No other words.")
+
+
 def list_verdicts_request(template: str, explanation: str, texts: list[str], per_prompt: int) -> Request:
     """One prompt of numbered texts whose answer is a list (the template ends in `[`). Room for `per_prompt`
-    entries of up to 3 tokens (`, 1`) and the closing bracket; generation stops at `]` or a newline."""
+    entries of up to 3 tokens (`, 1`) and the brackets; generation stops at `]` or a newline. The chat form is
+    the same task with the answer's format spelled out (a chat answer opens its own `[`, which is accepted)."""
     numbered = "".join(f"Text {number}: {text}\n" for number, text in enumerate(texts, 1))
-    return Request(prompt=template.format(explanation=explanation, count=len(texts), texts=numbered),
-                   max_tokens=3 * per_prompt + 2, stop=("]", "\n"))
+    prompt = template.format(explanation=explanation, count=len(texts), texts=numbered)
+    task = prompt[: prompt.rindex("Answer:")].rstrip()
+    return Request(prompt=prompt, max_tokens=3 * per_prompt + 2, stop=("]", "\n"),
+                   messages=(("user", f"{task}\n{LIST_CHAT_FORMAT}"),))
 
 
 class VerdictScorer(Scorer):
