@@ -320,3 +320,13 @@ def test_validate_command(tmp_path, model_dir):
     assert done.exit_code == 0, done.output
     assert "TRUE > SHUFFLED" in done.output and (out / "validate" / "summary.json").exists()
     assert json.loads((out / "config.json").read_text())["coders"] == ["planted"]
+
+
+def test_variants_can_be_chosen_but_the_verdicts_three_are_required():
+    from lantern.validate.variants import parse_variants
+
+    assert parse_variants("random, TRUE,shuffled") == ("true", "shuffled", "random")
+    assert parse_variants(",".join(VARIANTS)) == VARIANTS
+    for bad in ("true,shuffled", "true,shuffled,random,sideways"):
+        with pytest.raises(LanternError, match="--variants"):
+            parse_variants(bad)

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from lantern.config import CONFIG_FILE, LLMConfig, RunConfig
 from lantern.errors import LanternError
+from lantern.validate.variants import VARIANTS, parse_variants
 
 app = typer.Typer(add_completion=False, help="Explain and score sparse-coder latents with LLMs.",
                   pretty_exceptions_enable=False)
@@ -410,7 +411,10 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
              seed: int = SeedOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt,
              llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
              llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
-             scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt):
+             scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt,
+             variants: str = typer.Option(",".join(VARIANTS), "--variants",
+                                          help="Explanation variants to score, comma-separated: true, shuffled and "
+                                               "random (needed for the verdict), partial, overbroad.")):
     """Check the scorers on planted latents: TRUE explanations must beat SHUFFLED ones, RANDOM ones sit at chance."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -424,7 +428,7 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
     subject = load_subject_model(cfg.model)
     client = make_client(cfg.llm, cfg.path, subject)
     try:
-        report = run_validation(cfg, client, subject)
+        report = run_validation(cfg, client, subject, parse_variants(variants))
     finally:
         client.close()
     print_report(report)

@@ -100,7 +100,7 @@ def score_variant(cfg: RunConfig, client: LLMClient, tokenizer, subject, variant
     return pq.read_table(cfg.path / SCORES).to_pylist()
 
 
-def run_validation(cfg: RunConfig, client: LLMClient, subject) -> Report:
+def run_validation(cfg: RunConfig, client: LLMClient, subject, variants: tuple[str, ...] = VARIANTS) -> Report:
     """Cache, records, then scoring with every variant; writes validate/summary.{json,md}."""
     started = time.perf_counter()
     cfg.save()
@@ -115,7 +115,7 @@ def run_validation(cfg: RunConfig, client: LLMClient, subject) -> Report:
                                  {i: r.partial for i, r in enumerate(RULES)})
     rows: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
-    for variant in reversed(VARIANTS):  # TRUE last: the run directory ends with the true explanations scored
+    for variant in reversed(variants):  # TRUE last: the run directory ends with the true explanations scored
         rows[variant] = score_variant(cfg, client, subject.tokenizer, subject, variant, texts[variant])
     seconds["score"] = time.perf_counter() - t0
     report = build_report(cfg, statuses, texts, rows)
@@ -132,16 +132,16 @@ def build_report(cfg: RunConfig, statuses: list[LatentStatus], texts: dict[str, 
               "held-out": lambda latent: RULES[latent].held_out}
     for name in cfg.scorers:
         scorer = get_scorer(name, cfg.scoring)
-        mine = {variant: [r for r in rows[variant] if r["scorer"] == name] for variant in VARIANTS}
+        mine = {variant: [r for r in rows[variant] if r["scorer"] == name] for variant in VARIANTS if variant in rows}
         for group, member in groups.items():
-            chosen = {variant: [r for r in mine[variant] if member(r["latent"])] for variant in VARIANTS}
+            chosen = {variant: [r for r in mine[variant] if member(r["latent"])] for variant in mine}
             if group != "all" and not any(chosen.values()):
                 continue
             for metric in metrics_of([r for variant_rows in chosen.values() for r in variant_rows]) or [None]:
-                by_variant = {variant: cell(name, variant, chosen[variant], metric, group) for variant in VARIANTS}
+                by_variant = {variant: cell(name, variant, chosen[variant], metric, group) for variant in chosen}
                 cells += by_variant.values()
                 verdicts.append(verdict(scorer, by_variant))
-        for variant in VARIANTS:
+        for variant in mine:
             per_latent += [{"latent": r["latent"], "rule": RULES[r["latent"]].key,
                             "held_out": RULES[r["latent"]].held_out, "scorer": name,
                             "variant": variant, "explanation": texts[variant].get(r["latent"]),

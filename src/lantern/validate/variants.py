@@ -25,6 +25,18 @@ RANDOM_PHRASES = (
 """Phrases that describe nothing in the embedded corpus (King James Bible, Python docs) or the planted rules."""
 
 
+def parse_variants(text: str) -> tuple[str, ...]:
+    """`true,shuffled,random[,partial][,overbroad]` in validate's order; the first three are the verdict's."""
+    from lantern.errors import LanternError
+
+    asked = {v.strip().lower() for v in text.split(",") if v.strip()}
+    unknown = asked - set(VARIANTS)
+    if unknown or not {"true", "shuffled", "random"} <= asked:
+        raise LanternError(f"--variants {text!r}: choose from {', '.join(VARIANTS)}, always with true, shuffled "
+                           f"and random")
+    return tuple(v for v in VARIANTS if v in asked)
+
+
 def variant_explanations(true: dict[int, str], scored: list[int],
                          partial: dict[int, str] | None = None) -> dict[str, dict[int, str]]:
     """Per variant, the explanation of every scored latent. SHUFFLED rotates the true explanations of the
