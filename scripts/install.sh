@@ -25,13 +25,14 @@ else
 fi
 MARKER=".venv/.lantern-engine"
 WANT="llama-cpp-python==${LLAMA_VERSION} ${ENGINE_FLAGS}"
-if [ "$(cat "$MARKER" 2>/dev/null)" != "$WANT" ]; then
+INSTALLED="$(python -c 'import llama_cpp; print(llama_cpp.__version__)' 2>/dev/null || true)"
+if [ "$(cat "$MARKER" 2>/dev/null)" != "$WANT" ] || [ "$INSTALLED" != "$LLAMA_VERSION" ]; then
     echo "building llama.cpp's engine (llama-cpp-python ${LLAMA_VERSION}; ~6 min on 2 cores) with: ${ENGINE_FLAGS:-defaults}"
-    CMAKE_ARGS="$ENGINE_FLAGS" FORCE_CMAKE=1 CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    CMAKE_ARGS="$ENGINE_FLAGS" FORCE_CMAKE=1 CMAKE_BUILD_PARALLEL_LEVEL="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" \
         pip install -q --no-cache-dir --no-binary llama-cpp-python --force-reinstall --no-deps \
         "llama-cpp-python==${LLAMA_VERSION}"
     pip install -q "llama-cpp-python[server]==${LLAMA_VERSION}"   # its pure-Python dependencies
     echo "$WANT" > "$MARKER"
 fi
 if [ -n "$EXTRAS" ]; then pip install -q -e ".[${EXTRAS}]"; else pip install -q -e .; fi
-if pip list 2>/dev/null | grep -qi '^nvidia-'; then echo "CUDA packages were pulled in" >&2; exit 1; fi
+if pip list 2>/dev/null | grep -i '^nvidia-' >/dev/null; then echo "CUDA packages were pulled in" >&2; exit 1; fi

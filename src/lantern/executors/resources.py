@@ -68,11 +68,10 @@ def llm_client(cfg):
     """The run's LLM client behind its response cache, made once per process from `cfg.llm`."""
     key = _client_key(cfg)
     if key not in _clients:
-        from lantern.llm.factory import make_client
-        from lantern.models.loading import EMBEDDED_MODEL
+        from lantern.llm.factory import SUBJECT_LLM, make_client, resolve_backend
 
-        in_process = cfg.llm.backend == "transformers" or (cfg.llm.backend == "auto" and not cfg.llm.url)
-        same_model = (cfg.llm.model or EMBEDDED_MODEL) == cfg.model
+        same_model = cfg.llm.model in (SUBJECT_LLM, cfg.model)
+        in_process = resolve_backend(cfg.llm) == "transformers"
         subject = subject_model(cfg) if in_process and same_model else _subjects.get(cfg.model)
         _clients[key] = make_client(cfg.llm, cfg.path, subject)
     return _clients[key]

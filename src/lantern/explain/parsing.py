@@ -38,7 +38,7 @@ def after_last_label(text: str) -> str | None:
 
 
 CHAT_LABEL = re.compile(r"^\s*(the\s+)?(commonality|common|shared)(\s+(word|feature|pattern|theme|token|element|thread)s?)?"
-                        r"\s*[:\-]\s*"
+                        r"(\s*:|\s+-)\s+"
                         r"|^\s*(answer|phrase|feature)\s*:\s*", re.IGNORECASE)
 """Labels chat models put before their phrase (`Common word: "by"`): not part of the explanation."""
 

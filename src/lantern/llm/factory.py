@@ -73,10 +73,10 @@ def make_client(llm_cfg, run_dir: Path, subject=None) -> CachedClient:
         from lantern.models.loading import EMBEDDED_MODEL, load_subject_model
 
         name = llm_cfg.model or EMBEDDED_MODEL
-        if name == SUBJECT_LLM and subject is not None:
+        if name == SUBJECT_LLM:
+            if subject is None:
+                raise LanternError("--llm-model subject needs the run's subject model loaded in this process")
             name = subject.name
-        elif name == SUBJECT_LLM:
-            name = EMBEDDED_MODEL
         if subject is None or subject.name != name:
             subject = load_subject_model(name)
         inner = TransformersClient(subject.model, subject.tokenizer, model_id=name, batch_size=llm_cfg.batch_size)

@@ -74,8 +74,11 @@ def preflight(model_path: Path, marker_dir: Path | None = None) -> None:
     marker = (marker_dir or cache_root() / "llm") / f"preflight-{key[:20]}.ok"
     if marker.exists():
         return
-    done = subprocess.run([sys.executable, "-c", _PREFLIGHT, str(model_path)], capture_output=True, text=True,
-                          timeout=600)
+    try:
+        done = subprocess.run([sys.executable, "-c", _PREFLIGHT, str(model_path)], capture_output=True, text=True,
+                              errors="replace", timeout=600)
+    except subprocess.TimeoutExpired:
+        raise LanternError(f"llama.cpp did not load {model_path.name} within 600 s in a test process") from None
     if done.returncode == 0 and done.stdout.startswith("ok"):
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(done.stdout)
@@ -108,7 +111,7 @@ class LlamaCppClient(LLMClient):
         self.n_threads = n_threads or max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                           else os.cpu_count() or 1)
         self.llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_threads=self.n_threads,
-                                   n_batch=512, verbose=False)
+                                   n_threads_batch=self.n_threads, n_batch=512, verbose=False)
         self.n_ctx = n_ctx
         self.model_id = model_id or self.model_path.name
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -141,7 +144,9 @@ class LlamaCppClient(LLMClient):
     def _tokens(self, request: Request) -> tuple[list[int], tuple[str, ...]]:
         """The prompt's token ids and any extra stop strings the chat template asks for."""
         if request.messages and self._chat is not None and not request.prompt_logprobs:
-            formatted = self._chat(messages=[{"role": role, "content": content} for role, content in request.messages])
+            # text inside the turns must not become control tokens (`<|im_start|>` in a corpus window)
+            formatted = self._chat(messages=[{"role": role, "content": content.replace("<|", "< |")}
+                                             for role, content in request.messages])
             stops = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
             return self.llm.tokenize(formatted.prompt.encode(), add_bos=False, special=True), tuple(stops)
         return self.llm.tokenize(request.prompt.encode(), add_bos=True, special=False), ()
@@ -179,6 +184,8 @@ class LlamaCppClient(LLMClient):
     def complete_now(self, request: Request) -> Response:
         start = time.perf_counter()
         tokens, template_stops = self._tokens(request)
+        if not tokens:
+            return Response(text="", error="empty prompt")
         if len(tokens) + request.max_tokens > self.n_ctx:
             return Response(text="", error=f"prompt of {len(tokens)} tokens + {request.max_tokens} to generate "
                                            f"exceeds the context window of {self.n_ctx} tokens",
@@ -191,7 +198,6 @@ class LlamaCppClient(LLMClient):
         stops = tuple(request.stop) + template_stops
         rng = np.random.default_rng(request.seed if request.seed is not None else 0)
         first, out_ids, text = None, [], ""
-        eos = {self.llm.token_eos(), *(t for t in [self._eot()] if t is not None)}
         for step in range(request.max_tokens):
             logprobs = self._last_logprobs()
             if step == 0 and request.top_logprobs:
@@ -202,7 +208,7 @@ class LlamaCppClient(LLMClient):
                 token = int(rng.choice(len(probs), p=probs / probs.sum()))
             else:
                 token = int(np.argmax(logprobs))
-            if token in eos:
+            if self._ends_turn(token):
                 break
             out_ids.append(token)
             text = self.llm.detokenize(out_ids).decode("utf-8", "ignore")
@@ -217,34 +223,38 @@ class LlamaCppClient(LLMClient):
                         completion_tokens=len(out_ids), seconds=time.perf_counter() - start,
                         extra={"evaluated_tokens": evaluated})
 
-    def _eot(self) -> int | None:
-        """The chat turn's end token (`<|im_end|>` for ChatML), which is not always the GGUF's EOS."""
-        if not hasattr(self, "_eot_id"):
-            ids = self.llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
-            self._eot_id = ids[0] if len(ids) == 1 else None
-        return self._eot_id
+    def _ends_turn(self, token: int) -> bool:
+        """End of generation: EOS or any end-of-turn token the vocabulary marks (`<|im_end|>`, `<|eot_id|>`, ...),
+        which is not always the GGUF's EOS."""
+        import llama_cpp
+
+        return token == self.llm.token_eos() or bool(llama_cpp.llama_vocab_is_eog(self.llm._model.vocab, token))
 
     def _with_prompt_logprobs(self, request: Request, tokens: list[int], start: float) -> Response:
         """Every prompt token's log-prob (from the logits_all context) and the next token's top alternatives."""
         if self._full is None:
             llama_cpp = _import_llama()
             self._full = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=min(self.n_ctx, 2048),
-                                         n_threads=self.n_threads, n_batch=512, logits_all=True, verbose=False)
+                                         n_threads=self.n_threads, n_threads_batch=self.n_threads, n_batch=512,
+                                         logits_all=True, verbose=False)
         full = self._full
         if len(tokens) + 1 > full.n_ctx():
             return Response(text="", error=f"prompt of {len(tokens)} tokens exceeds the {full.n_ctx()}-token context "
                                            f"used for prompt log-probs", prompt_tokens=len(tokens))
         full.reset()
         full.eval(tokens)
-        scores = np.asarray(full.scores[: len(tokens)], dtype=np.float64)
-        scores = scores - scores.max(axis=1, keepdims=True)
-        logprobs = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
         k = max(request.top_logprobs, 1)
+
+        def log_softmax(row: np.ndarray) -> np.ndarray:  # one row at a time: a whole [n, vocab] copy is GBs
+            row = row.astype(np.float64)
+            row -= row.max()
+            return row - np.log(np.exp(row).sum())
+
         entries = []
         for pos in range(1, len(tokens)):
-            row = logprobs[pos - 1]
+            row = log_softmax(full.scores[pos - 1])
             entries.append([self.piece(tokens[pos]), float(row[tokens[pos]]), self._top(row, k)])
-        last = logprobs[len(tokens) - 1]
+        last = log_softmax(full.scores[len(tokens) - 1])
         text = self.piece(int(np.argmax(last)))
         self.sent += len(tokens)
         self.evaluated += len(tokens)

@@ -18,9 +18,13 @@ from lantern.llm.base import LLMClient, Request, Response
 from lantern.llm.queue import run_requests
 
 
-def request_key(backend: str, model_id: str, request: Request) -> str:
-    payload = json.dumps({"backend": backend, "model": model_id, "request": dataclasses.asdict(request)},
-                         sort_keys=True)
+def request_key(backend: str, model_id: str, request: Request, chat: bool = False) -> str:
+    """The request's chat turns count only for a backend that sends them: a base-model backend's keys stay as
+    they were before requests had turns, and do not change when a chat prompt's wording does."""
+    fields = dataclasses.asdict(request)
+    if not chat or not request.messages:
+        fields.pop("messages")
+    payload = json.dumps({"backend": backend, "model": model_id, "request": fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -78,7 +82,7 @@ class CachedClient(LLMClient):
 
     def complete(self, requests: list[Request], on_response: Callable[[int, Response], None] | None = None
                  ) -> list[Response]:
-        keys = [request_key(self.backend, self.model_id, r) for r in requests]
+        keys = [request_key(self.backend, self.model_id, r, self.chat) for r in requests]
         answers: list[Response | None] = [self.cache.get(k) for k in keys]
         missing = [i for i, a in enumerate(answers) if a is None]
         self.hits += len(requests) - len(missing)
