@@ -177,11 +177,15 @@ def test_explanation_cost_sums_the_usage_files(analysed):
     calls = [r for f in sorted((top / "usage").glob("*.parquet")) for r in rows(f)]
     table = rows(top / "analysis" / "explanation_cost.parquet")
     summary = json.loads((top / "summary.json").read_text())
+    # the tiny random model's answers are noise: a degenerate loop of one word fails as an explanation, and a
+    # latent without an explanation is not scored
+    explained = {(r["coder"], r["latent"]) for r in rows(top / "explanations.parquet") if not r["failed"]}
+    assert len(explained) >= 15
     for stage in ("explain", "score"):
         row = next(r for r in table if r["stage"] == stage and r["coder"] == "all")
         mine = [c for c in calls if c["stage"] == stage]
         latents = {(c["coder"], c["latent"]) for c in mine}
-        assert row["latents"] == len(latents) == 20
+        assert row["latents"] == len(latents) == (20 if stage == "explain" else len(explained))
         assert row["prompt_tokens_total"] == sum(c["prompt_tokens"] for c in mine)
         assert row["prompt_tokens_per_latent"] == pytest.approx(sum(c["prompt_tokens"] for c in mine) / len(latents))
         assert row["calls_total"] == len(mine)
@@ -237,9 +241,10 @@ def test_intervention_distributions_and_scatter(runs, tmp_path):
     for r in (r for r in table if r["target_kl"] != "all"):
         mine = [v for (_, _, kl, variant), v in truth.items()
                 if f"{kl:g}" == r["target_kl"] and variant == r["variant"]]
-        assert r["latents"] == len(mine) == 20 and r["mean"] == pytest.approx(np.mean(mine))
+        scored = len({(s["coder"], s["latent"]) for s in rows(top / "scores.parquet")})
+        assert r["latents"] == len(mine) == scored >= 15 and r["mean"] == pytest.approx(np.mean(mine))
         if r["variant"] != "latent":  # the planted gap is large: the paired test must see it
-            assert r["paired_latents"] == 20 and r["wilcoxon_p_vs_latent"] < 1e-3
+            assert r["paired_latents"] == scored and r["wilcoxon_p_vs_latent"] < 1e-3
     scatter = rows(out / "intervention_vs_fuzzing.parquet")
     x = np.array([r["fuzzing"] for r in scatter], dtype=float)
     y = np.array([r["intervention"] for r in scatter], dtype=float)

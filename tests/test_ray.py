@@ -203,7 +203,9 @@ def test_ray_run_equals_local_run(ray_run, local_run):
         assert [p["index"] for p in parts] == [0, 1, 2]
     n_files = assert_same_results(local_run, run_dir, ignore=VOLATILE | PAID)
     assert n_files >= 10  # records, latents, explanations, scores, examples, by decile/source, usage...
-    assert pq.read_table(run_dir / "scores.parquet").num_rows == 2 * 3 * 2  # coders x latents x scorers
+    # coders x latents x scorers, less latents whose explanation failed (the tiny random model's answers are noise)
+    explained = [r for r in pq.read_table(run_dir / "explanations.parquet").to_pylist() if not r["failed"]]
+    assert explained and pq.read_table(run_dir / "scores.parquet").num_rows == len(explained) * 2
     assert not (run_dir / "partitions").exists()
 
 
