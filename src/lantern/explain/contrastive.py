@@ -45,6 +45,10 @@ CHAT_TASK = (
 )
 
 
+def _silent(tokenizer, evidence: LatentEvidence) -> str:
+    return "".join(f"NOT active {n}: {plain_text(tokenizer, w.tokens)}\n" for n, w in enumerate(evidence.negatives, 1))
+
+
 class ContrastiveExplainer(Explainer):
     name = "contrastive"
     stop = ("\n", NEWLINE_MARK)
@@ -52,17 +56,14 @@ class ContrastiveExplainer(Explainer):
     chat_task = CHAT_TASK
 
     def evidence_text(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
-        silent = "".join(f"NOT active {n}: {plain_text(tokenizer, w.tokens)}\n"
-                         for n, w in enumerate(evidence.negatives, 1))
+        silent = _silent(tokenizer, evidence)
         summary = marked_tokens_summary(tokenizer, evidence.windows, cfg.mark_threshold)
         return (passages(tokenizer, evidence.windows, cfg.mark_threshold, "Active")
                 + f"Marked tokens: {summary}\n" + silent)
 
     def prompt(self, tokenizer, evidence: LatentEvidence, cfg: ExplainerConfig) -> str:
-        silent = "".join(f"NOT active {n}: {plain_text(tokenizer, w.tokens)}\n"
-                         for n, w in enumerate(evidence.negatives, 1))
         return (INSTRUCTIONS + DEMONSTRATIONS + passages(tokenizer, evidence.windows, cfg.mark_threshold, "Active")
-                + silent + "Explanation:")
+                + _silent(tokenizer, evidence) + "Explanation:")
 
     def parse_text(self, text: str) -> str | None:
         """A one-phrase answer; a copied "Active n:" / "NOT active n:" line is not one."""
