@@ -38,6 +38,8 @@ class FaultyServer:
         self.attempts: Counter = Counter()
         self.injected: Counter = Counter()
         self.answered: list[str] = []
+        self.models: list[str] = ["model-a"]
+        """What `GET /v1/models` reports (empty: the server does not list its models)."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,6 +88,15 @@ class FaultyServer:
                 if fault is None:
                     with server.lock:
                         server.answered.append(prompt)
+
+            def do_GET(self):  # noqa: N802
+                found = self.path.rstrip("/").endswith("/models") and server.models
+                data = json.dumps({"data": [{"id": m} for m in server.models]}).encode() if found else b"{}"
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def log_message(self, *args):
                 pass
@@ -186,9 +197,11 @@ def test_killed_run_repeats_no_completed_call(tmp_path):
         proc.wait()
         answered_before = set(server.answered)
         cache = ResponseCache(db)
+        identity = HTTPClient(server.url, "m").cache_identity()
         stored = {f"prompt {i}" for i in range(120)
                   if cache.get(request_key("openai-http", "m", Request(prompt=f"prompt {i}", max_tokens=1,
-                                                                       top_logprobs=3, stop=()))) is not None}
+                                                                       top_logprobs=3, stop=()),
+                                           identity=identity)) is not None}
         cache.close()
         assert len(answered_before) >= 40 and stored <= answered_before
         rerun = subprocess.run([sys.executable, str(script), server.url, str(db)], env=env, capture_output=True,
@@ -202,3 +215,31 @@ def test_killed_run_repeats_no_completed_call(tmp_path):
     # only calls in flight at the kill (answered by the server, never received and stored) are asked again
     assert repeated == answered_before - stored and len(repeated) <= 4
     assert set(server.answered) == {f"prompt {i}" for i in range(120)}
+
+
+def test_the_response_cache_never_replays_answers_of_another_api_server_or_served_model(tmp_path):
+    """Audit defect: the key held neither the API kind nor the server, so switching `--llm-api`, pointing at
+    another server or loading another model into it (without `--llm-model`) replayed the old answers."""
+    first, second = FaultyServer(lambda *a: None), FaultyServer(lambda *a: None)
+    db = tmp_path / "llm_cache.sqlite"
+    requests = [Request(prompt=f"prompt {i}", max_tokens=1, top_logprobs=3, stop=()) for i in range(6)]
+
+    def run(url: str, api: str = "completions") -> CachedClient:
+        client = CachedClient(HTTPClient(url, "default", api=api), db)
+        if api == "completions":
+            assert all(r.ok for r in client.complete(requests))
+        return client
+
+    try:
+        assert run(first.url).misses == 6
+        assert run(first.url).hits == 6  # the same server and model: every answer from the cache
+        same = run(first.url)
+        assert len({same.key(requests[0]), run(first.url, api="chat").key(requests[0])}) == 2
+        assert run(second.url).hits == 0  # another server
+        first.models = ["model-b"]  # another model loaded into the same server
+        assert run(first.url).hits == 0
+        first.models = []  # a server that does not list its models is keyed by its URL
+        assert run(first.url).misses == 6 and run(first.url).hits == 6
+    finally:
+        first.close()
+        second.close()

@@ -27,6 +27,8 @@ def lp(p: float) -> float:
     ({" Yes": lp(0.6), " No": lp(0.2), "yes": lp(0.1), "The": lp(0.05)}, "Yes", (0.7 / 0.9, "logprobs")),
     ({" no": lp(0.5), "NO": lp(0.1), " true": lp(0.2)}, "no", (0.2 / 0.8, "logprobs")),
     ({"Yes": lp(0.9)}, "", (1.0, "logprobs")),
+    ({"Yes": lp(0.01), "The": lp(0.9)}, "The", (None, "low-mass")),  # yes at 1%, no absent: not P(yes) = 1
+    ({" Yes": lp(0.3), " no": lp(0.1), "The": lp(0.6)}, "The", (None, "low-mass")),  # 0.4 of the mass < 0.5
     ({"The": lp(0.5), "A": lp(0.2)}, " Yes, it is", (1.0, "text")),  # no yes/no token: read the text
     ({}, "No.", (0.0, "text")),
     (None, "**yes**", (1.0, "text")),
@@ -39,6 +41,14 @@ def test_yes_probability(logprobs, text, expected):
     p, how = yes_probability(Response(text=text, first_token_logprobs=logprobs))
     assert how == expected[1]
     assert p == pytest.approx(expected[0]) if expected[0] is not None else p is None
+
+
+def test_the_yes_no_mass_is_recorded_and_the_floor_is_a_setting():
+    from lantern.score.answers import read_yes_no
+    answer = read_yes_no(Response(text="Yes", first_token_logprobs={"Yes": lp(0.7), "No": lp(0.2), "A": lp(0.1)}))
+    assert answer.mass == pytest.approx(0.9) and answer.p_yes == pytest.approx(0.7 / 0.9)
+    assert read_yes_no(Response(text="Yes", first_token_logprobs={"Yes": lp(0.3), "A": lp(0.7)}), floor=0.2).p_yes == 1.0
+    assert read_yes_no(Response(text="Yes")).mass is None  # no log-probs: nothing to say about the mass
 
 
 def test_a_failed_call_is_never_read_as_an_answer():
@@ -149,3 +159,26 @@ def test_parse_explanation_without_an_explanation(garbage):
 ])
 def test_parse_explanation_labels_and_abbreviations(answer, expected):
     assert parse_explanation(answer) == expected
+
+
+def test_balanced_accuracy_at_base_rate_reads_the_ranking_of_a_judge_that_always_says_yes():
+    """A judge whose P(yes) is above 0.5 for every item but ranks the positives first: balanced accuracy at 0.5
+    is chance, at the set's base rate it is perfect; a judge that ranks at random stays near chance either way."""
+    labels = [1, 1, 1, 0, 0, 0]
+    ranked = classification_metrics(labels, [0.95, 0.9, 0.85, 0.8, 0.7, 0.6])
+    assert ranked["balanced_accuracy"] == 0.5
+    assert ranked["balanced_accuracy_calibrated"] == ranked["auroc"] == 1.0
+    assert ranked["balanced_accuracy_calibrated_ci_low"] == 1.0
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=400)
+    noise = classification_metrics(y.tolist(), (0.6 + 0.3 * rng.random(400)).tolist())
+    assert abs(noise["balanced_accuracy_calibrated"] - 0.5) < 0.08
+    assert noise["balanced_accuracy_calibrated_ci_low"] < 0.5 < noise["balanced_accuracy_calibrated_ci_high"]
+
+    # the number of "yes" calls matches the number of positives: no label of any item is used
+    from lantern.score.metrics import base_rate_predictions
+    p = rng.random(50)
+    y50 = (rng.random(50) < 0.3).astype(int)
+    assert base_rate_predictions(y50, p).sum() == y50.sum()
+    assert (base_rate_predictions(y50, p) == base_rate_predictions(rng.permutation(y50), p)).all()

@@ -243,11 +243,12 @@ def test_validate_flow_separates_true_from_shuffled_with_a_rule_judge(tmp_path, 
         assert v.passed, v
         assert v.true_beats_shuffled and v.random_at_chance
     by = {(c.scorer, c.metric, c.variant): c for c in report.cells if c.group == "all"}
-    assert set(by) == {(s, m, v) for s in ("detection", "fuzzing") for m in ("balanced_accuracy", "auroc")
+    assert set(by) == {(s, m, v) for s in ("detection", "fuzzing") for m in ("balanced_accuracy", "auroc",
+                                                                              "balanced_accuracy_calibrated")
                        for v in VARIANTS}
     assert [(v.scorer, v.group, v.metric) for v in report.verdicts] == [
         (s, g, m) for s in ("detection", "fuzzing") for g in ("all", "tuned", "held-out")
-        for m in ("balanced_accuracy", "auroc")]
+        for m in ("balanced_accuracy", "auroc", "balanced_accuracy_calibrated")]
     assert all(c.n == len(scored) for c in report.cells if c.group == "all")
     held_out = {s.latent for s in report.latents if RULES[s.latent].held_out} & set(scored)
     assert held_out and all(c.n == len(held_out) for c in report.cells if c.group == "held-out")

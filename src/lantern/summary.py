@@ -36,11 +36,13 @@ def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
             mine = [r for r in scores if r["coder"] == coder and r["scorer"] == scorer]
             ba, ba_ci = _mean_ci([r.get("balanced_accuracy") for r in mine])
             auroc, auroc_ci = _mean_ci([r.get("auroc") for r in mine])
+            calibrated, calibrated_ci = _mean_ci([r.get("balanced_accuracy_calibrated") for r in mine])
             score, score_ci = _mean_ci([r.get("score") for r in mine])
             rows.append({"coder": coder, "scorer": scorer, "latents": len(mine),
                          "explanations_failed": sum(r["failed"] for r in explained),
                          "balanced_accuracy": ba, "balanced_accuracy_ci95": ba_ci, "auroc": auroc,
-                         "auroc_ci95": auroc_ci, "metric": mine[0].get("metric") if mine else None,
+                         "auroc_ci95": auroc_ci, "balanced_accuracy_calibrated": calibrated,
+                         "balanced_accuracy_calibrated_ci95": calibrated_ci, "metric": mine[0].get("metric") if mine else None,
                          "score": score, "score_ci95": score_ci, "mode": mine[0].get("mode") if mine else None,
                          "examples": sum(r["n"] for r in mine),
                          "failed_answers": sum(r["n_failed"] for r in mine),
@@ -84,7 +86,8 @@ def _fmt(mean: float, half: float) -> str:
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or Console(width=max(140, Console().width))
     table = Table(title="lantern: mean over latents (± 95% CI)")
-    for column in ("coder", "scorer", "latents", "score", "balanced acc.", "AUROC", "examples", "failed answers",
+    for column in ("coder", "scorer", "latents", "score", "balanced acc.", "bal. acc. at base rate", "AUROC",
+                   "examples", "failed answers",
                    "failed expl.", "prompt tok./latent"):
         table.add_column(column, overflow="fold")
     for r in summary["rows"]:
@@ -93,6 +96,8 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         table.add_row(r["coder"], r["scorer"], str(r["latents"]),
                       f"{headline} {_fmt(r.get('score', float('nan')), r.get('score_ci95', float('nan')))}".strip(),
                       _fmt(r["balanced_accuracy"], r["balanced_accuracy_ci95"]),
+                      _fmt(r.get("balanced_accuracy_calibrated", float("nan")),
+                           r.get("balanced_accuracy_calibrated_ci95", float("nan"))),
                       _fmt(r["auroc"], r["auroc_ci95"]), str(r["examples"]), str(r["failed_answers"]),
                       str(r["explanations_failed"]),
                       f"{r['prompt_tokens_per_latent']:.0f} (+{r['explain_prompt_tokens_per_latent']:.0f} explain)")

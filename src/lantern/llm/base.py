@@ -92,6 +92,11 @@ class LLMClient(ABC):
 
         return run_requests(self, requests)
 
+    def cache_identity(self) -> dict:
+        """What besides `backend` and `model_id` decides an answer, for the response cache's key (empty: nothing;
+        in-process clients name their weights in `model_id`)."""
+        return {}
+
     def check_answers(self, responses: list[Response]) -> None:  # noqa: B027 - optional hook
         """Raise a LanternError when the answers show the backend is unusable (e.g. nothing listening)."""
 

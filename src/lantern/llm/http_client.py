@@ -111,6 +111,23 @@ class HTTPClient(LLMClient):
             finally:
                 self._pools = []
 
+    def cache_identity(self) -> dict:
+        """The API kind and the servers, plus, when no model was named (`default`: the server decides), the model
+        ids the servers report at `/models`: switching `--llm-api`, pointing at another server or loading another
+        model into the same one never replays old answers. A server that does not list its models is keyed by
+        its URL only."""
+        identity: dict = {"api": self.api, "servers": sorted(self.base_urls)}
+        if self.model_id == "default":
+            identity["served"] = sorted({model for url in self.base_urls for model in self._served_models(url)})
+        return identity
+
+    def _served_models(self, url: str) -> list[str]:
+        try:
+            reply = httpx.get(f"{url}/models", headers=self._headers, timeout=min(self.timeout, 10.0))
+            return [str(m["id"]) for m in reply.json().get("data", [])] if reply.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+            return []
+
     def _body(self, r: Request) -> tuple[str, dict]:
         common = {"model": self.model_id, "max_tokens": r.max_tokens, "temperature": r.temperature}
         if r.stop:

@@ -18,13 +18,18 @@ from lantern.llm.base import LLMClient, Request, Response
 from lantern.llm.queue import run_requests
 
 
-def request_key(backend: str, model_id: str, request: Request, chat: bool = False) -> str:
-    """The request's chat turns count only for a backend that sends them: a base-model backend's keys stay as
-    they were before requests had turns, and do not change when a chat prompt's wording does."""
+def request_key(backend: str, model_id: str, request: Request, chat: bool = False, identity: dict | None = None) -> str:
+    """Everything that can change an answer: backend, model id, the client's `cache_identity` (API kind, servers,
+    the model a server reports) and the full request. The request's chat turns count only for a backend that
+    sends them: a base-model backend's keys do not change when a chat prompt's wording does. An empty identity
+    leaves the key as it was before identities existed (in-process model ids already name the weights)."""
     fields = dataclasses.asdict(request)
     if not chat or not request.messages:
         fields.pop("messages")
-    payload = json.dumps({"backend": backend, "model": model_id, "request": fields}, sort_keys=True)
+    key = {"backend": backend, "model": model_id, "request": fields}
+    if identity:
+        key["identity"] = identity
+    payload = json.dumps(key, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -72,17 +77,21 @@ class CachedClient(LLMClient):
         self.capabilities = inner.capabilities
         self.max_batch, self.max_concurrency = inner.max_batch, inner.max_concurrency
         self.chat = inner.chat
+        self.identity = inner.cache_identity()
         self.concurrency = concurrency
         self.cache = ResponseCache(path)
         self.hits = 0
         self.misses = 0
+
+    def key(self, request: Request) -> str:
+        return request_key(self.backend, self.model_id, request, self.chat, self.identity)
 
     async def acomplete(self, batch: list[Request]) -> list[Response]:
         return await self.inner.acomplete(batch)
 
     def complete(self, requests: list[Request], on_response: Callable[[int, Response], None] | None = None
                  ) -> list[Response]:
-        keys = [request_key(self.backend, self.model_id, r, self.chat) for r in requests]
+        keys = [self.key(r) for r in requests]
         answers: list[Response | None] = [self.cache.get(k) for k in keys]
         missing = [i for i, a in enumerate(answers) if a is None]
         self.hits += len(requests) - len(missing)

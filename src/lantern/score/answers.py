@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from lantern.llm.base import Response
 
 _YES = {"yes", "y", "true"}
 _NO = {"no", "n", "false"}
+YES_NO_FLOOR = 0.5
+"""Least probability the first answer token must put on yes + no for P(yes) to be read from it: renormalising
+"yes" at 1% against an absent "no" would otherwise give P(yes) = 1.0 for a model that meant neither."""
 
 
-def yes_probability(response: Response) -> tuple[float | None, str]:
-    """(P(yes) or None if the answer cannot be read, how it was read: `logprobs` / `text` / `failed`)."""
+@dataclass(frozen=True)
+class YesNo:
+    """One yes/no answer as read: P(yes) (None: failed), how (`logprobs` / `text` / `low-mass` / `failed`) and the
+    probability on yes + no among the first token's alternatives (None where the backend gave no log-probs)."""
+
+    p_yes: float | None
+    read_as: str
+    mass: float | None = None
+
+
+def read_yes_no(response: Response, floor: float = YES_NO_FLOOR) -> YesNo:
+    """P(yes) renormalised over yes/no from log-probs where yes + no hold at least `floor` of the mass; an answer
+    whose mass is below it fails (`low-mass`); without log-probs the answer's first word is read."""
     if not response.ok:
-        return None, "failed"
+        return YesNo(None, "failed")
+    mass = None
     if response.first_token_logprobs:
         p_yes = p_no = 0.0
         for token, lp in response.first_token_logprobs.items():
@@ -23,16 +39,25 @@ def yes_probability(response: Response) -> tuple[float | None, str]:
                 p_yes += math.exp(lp)
             elif word in _NO:
                 p_no += math.exp(lp)
-        if p_yes + p_no > 0:
-            return p_yes / (p_yes + p_no), "logprobs"
+        mass = min(p_yes + p_no, 1.0)
+        if mass >= floor:
+            return YesNo(p_yes / (p_yes + p_no), "logprobs", mass)
+        if mass > 0:
+            return YesNo(None, "low-mass", mass)
     match = re.match(r"\W*(\w+)", response.text or "")
     if match:
         word = match.group(1).lower()
         if word in _YES:
-            return 1.0, "text"
+            return YesNo(1.0, "text", mass)
         if word in _NO:
-            return 0.0, "text"
-    return None, "failed"
+            return YesNo(0.0, "text", mass)
+    return YesNo(None, "failed", mass)
+
+
+def yes_probability(response: Response) -> tuple[float | None, str]:
+    """(P(yes) or None if the answer cannot be read, how it was read): `read_yes_no` without the mass."""
+    answer = read_yes_no(response)
+    return answer.p_yes, answer.read_as
 
 
 _DIGIT = re.compile(r"^[^\w]*(\d)[^\w]*$")

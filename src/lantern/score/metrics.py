@@ -51,10 +51,31 @@ def bootstrap_interval(labels: np.ndarray, predictions: np.ndarray, n_resamples:
     return _interval((tpr + tnr) / 2, level)
 
 
+def base_rate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Yes for the items the judge ranks highest, as many as the set holds positives.
+
+    Why: a small judge can rank right and still answer "yes" (P >= 0.5) to nearly everything, which makes
+    balanced accuracy at 0.5 read 0.500 whatever it ranks. The scorer built the set, so how many items are
+    positive is known by design; putting the threshold at that base rate uses no item's label, only the count.
+    Ties at the threshold are all called yes."""
+    k = int((labels == 1).sum())
+    if k == 0 or k == len(labels):
+        return np.zeros(len(labels), dtype=int) if k == 0 else np.ones(len(labels), dtype=int)
+    threshold = np.sort(probabilities)[::-1][k - 1]
+    return (probabilities >= threshold).astype(int)
+
+
+CLASSIFICATION_FIGURES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
+                          "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "auroc_ci_low", "auroc_ci_high",
+                          "balanced_accuracy_calibrated", "balanced_accuracy_calibrated_ci_low",
+                          "balanced_accuracy_calibrated_ci_high")
+
+
 def classification_metrics(labels: list[int], probabilities: list[float | None], threshold: float = 0.5,
                            n_resamples: int = RESAMPLES) -> dict:
     """Accuracy, balanced accuracy (+95% CI), precision, recall, F1, AUROC (+95% CI), n, n_pos, n_neg,
-    n_failed."""
+    n_failed; and `balanced_accuracy_calibrated` (+95% CI): the same with the threshold at the set's base rate
+    (`base_rate_predictions`), which reads the judge's ranking rather than its calibration."""
     y_all = np.asarray(labels, dtype=int)
     valid = np.asarray([p is not None for p in probabilities], dtype=bool)
     y = y_all[valid]
@@ -62,17 +83,19 @@ def classification_metrics(labels: list[int], probabilities: list[float | None],
     result = {"n": int(valid.sum()), "n_pos": int((y == 1).sum()), "n_neg": int((y == 0).sum()),
               "n_failed": int((~valid).sum())}
     if len(y) == 0:
-        return {**result, "accuracy": NAN, "balanced_accuracy": NAN, "precision": NAN, "recall": NAN, "f1": NAN,
-                "auroc": NAN, "balanced_accuracy_ci_low": NAN, "balanced_accuracy_ci_high": NAN,
-                "auroc_ci_low": NAN, "auroc_ci_high": NAN}
+        return {**result, **dict.fromkeys(CLASSIFICATION_FIGURES, NAN)}
     predictions = (p >= threshold).astype(int)
     precision, recall, f1, _ = precision_recall_fscore_support(y, predictions, average="binary", zero_division=0)
     low, high = bootstrap_interval(y, predictions, n_resamples)
     auroc_low, auroc_high = auroc_interval(y, p, n_resamples)
+    at_rate = base_rate_predictions(y, p)
+    rate_low, rate_high = bootstrap_interval(y, at_rate, n_resamples)
     return {**result, "accuracy": float((predictions == y).mean()), "balanced_accuracy": _balanced_accuracy(y, predictions),
             "precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc(y, p),
             "balanced_accuracy_ci_low": low, "balanced_accuracy_ci_high": high,
-            "auroc_ci_low": auroc_low, "auroc_ci_high": auroc_high}
+            "auroc_ci_low": auroc_low, "auroc_ci_high": auroc_high,
+            "balanced_accuracy_calibrated": _balanced_accuracy(y, at_rate),
+            "balanced_accuracy_calibrated_ci_low": rate_low, "balanced_accuracy_calibrated_ci_high": rate_high}
 
 
 # --- proportions (accuracy of intruder choices, per-decile hit rates) ----------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lantern.llm.base import Request, Response
-from lantern.score.answers import verdict_list, yes_probability
+from lantern.score.answers import read_yes_no, verdict_list
 from lantern.score.base import LatentResult, LatentTask, Plan, Scorer, example_row
 from lantern.score.metrics import Outcome, classification_metrics
 
@@ -64,7 +64,8 @@ class VerdictScorer(Scorer):
         """(item, response, P(yes) or None, how it was read, extra example columns) per item."""
         if self.settings.examples_per_prompt == 1:
             for item, response in zip(plan.state, responses):
-                yield (item, response, *yes_probability(response), {})
+                answer = read_yes_no(response)
+                yield (item, response, answer.p_yes, answer.read_as, {"answer_mass": answer.mass})
             return
         for index, (group, response) in enumerate(zip(plan.state, responses)):
             verdicts, problem = verdict_list(response, len(group))
@@ -91,6 +92,9 @@ class VerdictScorer(Scorer):
             labels.append(item["label"])
             probabilities.append(p_yes)
         metrics = classification_metrics(labels, probabilities, n_resamples=self.settings.bootstrap_resamples)
+        masses = [row["answer_mass"] for row in examples if row.get("answer_mass") is not None]
+        metrics["answer_mass"] = float(np.mean(masses)) if masses else float("nan")
+        metrics["n_low_mass"] = sum(row["read_as"] == "low-mass" for row in examples)
         metrics["examples_per_prompt"] = self.settings.examples_per_prompt
         if self.settings.examples_per_prompt > 1:  # shown beside the headline in the summary
             metrics["mode"] = f"{self.settings.examples_per_prompt} per prompt, list answers"

@@ -14,8 +14,8 @@ from scipy import stats
 
 from lantern.validate.variants import VARIANTS
 
-CHANCE_BY_METRIC = {"balanced_accuracy": 0.5, "auroc": 0.5, "pearson": 0.0, "spearman": 0.0}
-RANGE_BY_METRIC = {"balanced_accuracy": (0.0, 1.0), "auroc": (0.0, 1.0), "accuracy": (0.0, 1.0),
+CHANCE_BY_METRIC = {"balanced_accuracy": 0.5, "balanced_accuracy_calibrated": 0.5, "auroc": 0.5, "pearson": 0.0, "spearman": 0.0}
+RANGE_BY_METRIC = {"balanced_accuracy": (0.0, 1.0), "balanced_accuracy_calibrated": (0.0, 1.0), "auroc": (0.0, 1.0), "accuracy": (0.0, 1.0),
                    "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}
 
 
@@ -115,11 +115,13 @@ def _value(row: dict, metric: str) -> float | None:
 
 def metrics_of(rows: list[dict]) -> list[str]:
     """The scorer's headline metric, then AUROC where its rows also have one (a verdict that needs no
-    threshold: a model that answers "yes" to everything has balanced accuracy 0.5 whatever it ranks)."""
+    threshold: a model that answers "yes" to everything has balanced accuracy 0.5 whatever it ranks), then
+    balanced accuracy at the set's base rate where the rows have it (the judge's ranking read as yes/no)."""
     headline = next((r.get("metric") for r in rows if r.get("metric")), None)
     out = [headline] if headline else []
-    if headline != "auroc" and any(r.get("auroc") is not None for r in rows):
-        out.append("auroc")
+    for extra in ("auroc", "balanced_accuracy_calibrated"):
+        if headline != extra and any(r.get(extra) is not None for r in rows):
+            out.append(extra)
     return out
 
 
