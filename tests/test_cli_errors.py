@@ -130,3 +130,32 @@ def test_executor_options_are_checked(tmp_path):
         port = s.getsockname()[1]
     _assert_one_clear_line(_lantern(*run, "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"),
                            f"no Ray cluster at 127.0.0.1:{port}", "ray start --head")
+
+
+def test_every_llm_option_takes_effect_or_is_refused(tmp_path):
+    """Audit defect: --llm-concurrency, --llm-api, --llm-prompt-logprobs and --llm-key-env were silently ignored
+    unless --llm-url, --llm-model or --llm-backend came with them."""
+    from lantern.config import LLMConfig, RunConfig, with_llm_options
+    from lantern.errors import LanternError
+
+    server = LLMConfig(url="http://127.0.0.1:9/v1", model="m")
+    assert with_llm_options(server, api="chat").api == "chat"  # alone, on the run's saved server
+    changed = with_llm_options(server, concurrency=3, prompt_logprobs=True, api_key_env="MY_KEY", outage_wait=5.0)
+    assert (changed.concurrency, changed.prompt_logprobs, changed.api_key_env, changed.outage_wait, changed.url) == (
+        3, True, "MY_KEY", 5.0, server.url)
+    assert with_llm_options(server) == server  # nothing given: nothing changes
+    assert with_llm_options(server, model="embedded") == LLMConfig(model="embedded")  # another LLM: the defaults
+    with pytest.raises(LanternError, match=r"--llm-concurrency only apply to an HTTP server"):
+        with_llm_options(LLMConfig(), concurrency=4)
+    with pytest.raises(LanternError, match=r"--llm-api must be completions or chat"):
+        with_llm_options(server, api="chatty")
+
+    RunConfig(run_dir=str(tmp_path / "run")).save()
+    done = _lantern("explain", "--run-dir", str(tmp_path / "run"), "--llm-concurrency", "4", "--llm-api", "chat")
+    _assert_one_clear_line(done, "--llm-api, --llm-concurrency only apply to an HTTP server", "in-process (llama.cpp")
+    assert RunConfig.load(tmp_path / "run").llm == LLMConfig()  # nothing was changed
+    RunConfig(run_dir=str(tmp_path / "served"), llm=server).save()
+    done = _lantern("explain", "--run-dir", str(tmp_path / "served"), "--llm-api", "chat", "--llm-concurrency", "2",
+                    "--llm-wait", "0.1")
+    saved = RunConfig.load(tmp_path / "served").llm
+    assert (saved.api, saved.concurrency, saved.url) == ("chat", 2, server.url)  # taken, and saved for Ray workers

@@ -182,3 +182,34 @@ def test_balanced_accuracy_at_base_rate_reads_the_ranking_of_a_judge_that_always
     y50 = (rng.random(50) < 0.3).astype(int)
     assert base_rate_predictions(y50, p).sum() == y50.sum()
     assert (base_rate_predictions(y50, p) == base_rate_predictions(rng.permutation(y50), p)).all()
+
+
+def test_fuzzing_wrong_marks_copy_the_span_structure_so_a_judge_without_the_explanation_is_at_chance():
+    """Audit defect: neighbouring marks are shown as one span, so true marks came out as 1-2 spans and wrong
+    marks as k scattered ones. A judge that reads only the number of spans (no explanation) must be at chance."""
+    from lantern.score import fuzzing
+    from lantern.score.metrics import auroc
+
+    rng = np.random.default_rng(1)
+    examples = []
+    for i in range(200):
+        acts = np.zeros(32)
+        start = int(rng.integers(2, 24))
+        acts[start:start + int(rng.integers(2, 5))] = rng.uniform(1, 3)  # one run of 2-4 firing tokens
+        if rng.random() < 0.5:
+            acts[int(rng.integers(28, 32))] = 2.0  # sometimes a second, single-token run
+        examples.append({"split": "test", "kind": "activating", "activations": acts.tolist(), "latent": 7,
+                         "start": i * 40})
+    items = fuzzing.items(examples, mark_threshold=0.3, seed=0)
+    pairs = {}
+    for item in items:
+        pairs.setdefault(item["example"]["start"], {})[item["label"]] = item["marks"]
+    assert sum(len(p) == 2 for p in pairs.values()) >= 190  # nearly every window has room for wrong marks
+    for pair in pairs.values():
+        if len(pair) == 2:
+            right, wrong = pair[1], pair[0]
+            assert sorted(n for _, n in fuzzing.spans(right)) == sorted(n for _, n in fuzzing.spans(wrong))
+            acts = next(e["activations"] for e in examples if e["start"] in pairs and pair is pairs[e["start"]])
+            assert all(acts[i] == 0 for i, marked in enumerate(wrong) if marked)
+    spans_shown = [-len(fuzzing.spans(item["marks"])) for item in items]  # "fewer spans: yes"
+    assert auroc(np.asarray([item["label"] for item in items]), np.asarray(spans_shown)) == pytest.approx(0.5)

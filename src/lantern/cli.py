@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from lantern.config import CONFIG_FILE, LLMConfig, RunConfig
+from lantern.config import CONFIG_FILE, LLMConfig, RunConfig, with_llm_options
 from lantern.errors import LanternError
 from lantern.validate.variants import VARIANTS, parse_variants
 
@@ -76,7 +76,7 @@ def locked(new_run: str | None = None):
     return decorate
 
 
-def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfig:
+def _new_config(run_dir: Optional[Path], llm: dict, **settings) -> RunConfig:
     """A new run's config, or the saved one of an existing run directory. Asking an existing run for another
     model, corpus, coder set, ... is refused: its cache and records were made with the saved settings."""
     settings["coders"] = [c.strip() for c in settings["coders"].split(",") if c.strip()]
@@ -89,15 +89,16 @@ def _new_config(run_dir: Optional[Path], llm: LLMConfig, **settings) -> RunConfi
         if conflicts:
             raise LanternError(f"{run_dir} is an existing run made with other settings: {'; '.join(conflicts)}. "
                                f"Use another --run-dir for a new run")
-        cfg.llm = llm if llm.url or llm.model or llm.backend != "auto" else cfg.llm
+        cfg.llm = with_llm_options(cfg.llm, **llm)
         return cfg
-    return RunConfig(run_dir=str(run_dir), llm=llm, **settings)
+    return RunConfig(run_dir=str(run_dir), llm=with_llm_options(LLMConfig(), **llm), **settings)
 
 
-def _llm_config(url, model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
-                outage_wait=300.0) -> LLMConfig:
-    return LLMConfig(url=url, model=model, api=api, api_key_env=key_env, backend=backend, concurrency=concurrency,
-                     prompt_logprobs=prompt_logprobs, outage_wait=outage_wait)
+def _llm_options(url=None, model=None, api=None, key_env=None, backend=None, concurrency=None, prompt_logprobs=None,
+                 outage_wait=None) -> dict:
+    """The command's LLM options by LLMConfig field (None: not given)."""
+    return {"url": url, "model": model, "api": api, "api_key_env": key_env, "backend": backend,
+            "concurrency": concurrency, "prompt_logprobs": prompt_logprobs, "outage_wait": outage_wait}
 
 
 def _set_explainer(cfg: RunConfig, explainer: Optional[str], candidates: Optional[int],
@@ -164,13 +165,17 @@ UrlOpt = typer.Option(None, "--llm-url", help="OpenAI-compatible server URL (vLL
 LLMModelOpt = typer.Option(None, "--llm-model", help="Model name on the server; in-process: embedded (Qwen2.5-Coder-"
                            "1.5B-Instruct via llama.cpp, the default), embedded-0.5b, a .gguf file, subject (the "
                            "subject model itself) or a Hugging Face directory or id.")
-ApiOpt = typer.Option("completions", "--llm-api", help="completions or chat.")
-KeyOpt = typer.Option("OPENAI_API_KEY", "--llm-key-env", help="Environment variable that holds the API key.")
-BackendOpt = typer.Option("auto", "--llm-backend", help="auto (http with --llm-url; llama.cpp for embedded LLMs and "
+ApiOpt = typer.Option(None, "--llm-api", help="completions or chat (default: the run's, else completions; HTTP "
+                                              "servers only).")
+KeyOpt = typer.Option(None, "--llm-key-env", help="Environment variable that holds the API key (default: the "
+                                                  "run's, else OPENAI_API_KEY; HTTP servers only).")
+BackendOpt = typer.Option(None, "--llm-backend", help="auto (http with --llm-url; llama.cpp for embedded LLMs and "
                                                         ".gguf files; else transformers), llama, transformers, "
-                                                        "http or vllm (offline engine, GPU machines).")
-ConcurrencyOpt = typer.Option(8, "--llm-concurrency", help="LLM calls in flight at once (a server's capacity).")
-PromptLpOpt = typer.Option(False, "--llm-prompt-logprobs", help="The server returns prompt log-probs via `echo`.")
+                                                        "http or vllm (offline engine, GPU machines); default auto.")
+ConcurrencyOpt = typer.Option(None, "--llm-concurrency", help="LLM calls in flight at once, a server's capacity "
+                                                              "(default: the run's, else 8; HTTP servers only).")
+PromptLpOpt = typer.Option(None, "--llm-prompt-logprobs/--no-llm-prompt-logprobs",
+                           help="The server returns prompt log-probs via `echo` (HTTP completions servers only).")
 WaitOpt = typer.Option(None, "--llm-wait", help="Seconds to wait, in all, for a server that went away mid-run to "
                                                 "come back before stopping (default: the run's, else 300).")
 ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
@@ -218,7 +223,7 @@ def cache(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str =
     if repair:
         return _repair(run_dir)
 
-    cfg = _new_config(run_dir, LLMConfig(), model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
+    cfg = _new_config(run_dir, {}, model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
                       latents=latents, seed=seed, batch_size=batch_size, value_dtype=value_dtype, run_mb=run_mb)
     cfg.save()
     runner = _executor(executor, ray_address, partitions)
@@ -263,18 +268,17 @@ def records(run_dir: Path = typer.Option(..., "--run-dir"), executor: str = Exec
     console.print(f"records: {result['latents']} in {result['seconds']:.1f}s")
 
 
-def _client_settings(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8,
-                     prompt_logprobs=False, outage_wait=None) -> None:
+def _client_settings(cfg: RunConfig, url, llm_model, api, key_env, backend=None, concurrency=None,
+                     prompt_logprobs=None, outage_wait=None) -> None:
     """Apply the command's LLM options to the run's saved LLM settings (the workers of a Ray run read them)."""
-    if url or llm_model or backend != "auto":
-        cfg.llm = _llm_config(url, llm_model, api, key_env, backend, concurrency, prompt_logprobs)
-    if outage_wait is not None:
-        cfg.llm.outage_wait = outage_wait
-    if url or llm_model or backend != "auto" or outage_wait is not None:
+    llm = with_llm_options(cfg.llm, **_llm_options(url, llm_model, api, key_env, backend, concurrency,
+                                                   prompt_logprobs, outage_wait))
+    if llm != cfg.llm:
+        cfg.llm = llm
         cfg.save()
 
 
-def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concurrency=8, prompt_logprobs=False,
+def _client(cfg: RunConfig, url, llm_model, api, key_env, backend=None, concurrency=None, prompt_logprobs=None,
             subject=None, outage_wait=None):
     from lantern.llm.factory import make_client
 
@@ -286,8 +290,8 @@ def _client(cfg: RunConfig, url, llm_model, api, key_env, backend="auto", concur
 @clear_errors
 @locked()
 def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
-            llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
-        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
+            llm_model: Optional[str] = LLMModelOpt, llm_api: Optional[str] = ApiOpt, llm_key_env: Optional[str] = KeyOpt, llm_backend: Optional[str] = BackendOpt,
+        llm_concurrency: Optional[int] = ConcurrencyOpt, llm_prompt_logprobs: Optional[bool] = PromptLpOpt,
             explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
             executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
             llm_wait: Optional[float] = WaitOpt):
@@ -320,8 +324,8 @@ def explain(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[st
 @clear_errors
 @locked()
 def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str] = UrlOpt,
-          llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
-        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
+          llm_model: Optional[str] = LLMModelOpt, llm_api: Optional[str] = ApiOpt, llm_key_env: Optional[str] = KeyOpt, llm_backend: Optional[str] = BackendOpt,
+        llm_concurrency: Optional[int] = ConcurrencyOpt, llm_prompt_logprobs: Optional[bool] = PromptLpOpt,
           scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt,
           ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
           examples_per_prompt: Optional[int] = PerPromptOpt, llm_wait: Optional[float] = WaitOpt):
@@ -358,9 +362,9 @@ def score(run_dir: Path = typer.Option(..., "--run-dir"), llm_url: Optional[str]
 @locked(new_run="run")
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
-        batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: str = ApiOpt,
-        llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
-        llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
+        batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt, llm_api: Optional[str] = ApiOpt,
+        llm_key_env: Optional[str] = KeyOpt, llm_backend: Optional[str] = BackendOpt,
+        llm_concurrency: Optional[int] = ConcurrencyOpt, llm_prompt_logprobs: Optional[bool] = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
         scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt,
         partitions: int = PartitionsOpt, examples_per_prompt: Optional[int] = PerPromptOpt,
         llm_wait: Optional[float] = WaitOpt):
@@ -373,14 +377,12 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
     from lantern.pipeline.score_stage import run_score
     from lantern.summary import print_summary, summarise
 
-    cfg = _new_config(run_dir, _llm_config(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
-                                  llm_prompt_logprobs), model=model, corpus=corpus,
+    cfg = _new_config(run_dir, _llm_options(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency,
+                                            llm_prompt_logprobs, llm_wait), model=model, corpus=corpus,
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
     _set_explainer(cfg, explainer, candidates, records_pending=True)
     _set_scorers(cfg, scorers, intervention_kl, examples_per_prompt)
-    if llm_wait is not None:
-        cfg.llm.outage_wait = llm_wait
     cfg.save()
     runner = _executor(executor, ray_address, partitions)
     times: dict[str, float] = {}
@@ -409,8 +411,8 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
              tokens: int = typer.Option(32_768, "--tokens", help="Tokens to cache (the planted coder is cheap; "
                                                                    "the LLM's answers are the cost)."),
              seed: int = SeedOpt, llm_url: Optional[str] = UrlOpt, llm_model: Optional[str] = LLMModelOpt,
-             llm_api: str = ApiOpt, llm_key_env: str = KeyOpt, llm_backend: str = BackendOpt,
-             llm_concurrency: int = ConcurrencyOpt, llm_prompt_logprobs: bool = PromptLpOpt,
+             llm_api: Optional[str] = ApiOpt, llm_key_env: Optional[str] = KeyOpt, llm_backend: Optional[str] = BackendOpt,
+             llm_concurrency: Optional[int] = ConcurrencyOpt, llm_prompt_logprobs: Optional[bool] = PromptLpOpt,
              scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt,
              variants: str = typer.Option(",".join(VARIANTS), "--variants",
                                           help="Explanation variants to score, comma-separated: true, shuffled and "
@@ -421,7 +423,7 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
     from lantern.score.registry import parse_scorers
     from lantern.validate import print_report, run_validation, validation_config
 
-    llm = _llm_config(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency, llm_prompt_logprobs)
+    llm = _llm_options(llm_url, llm_model, llm_api, llm_key_env, llm_backend, llm_concurrency, llm_prompt_logprobs)
     run_dir = run_dir or Path("runs") / datetime.now().strftime("validate-%Y%m%d-%H%M%S")
     cfg = validation_config(run_dir, model, corpus, tokens, llm, parse_scorers(scorers) if scorers else None, seed)
     _set_scorers(cfg, None, intervention_kl)

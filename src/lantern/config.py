@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lantern.errors import LanternError
 from lantern.explain.settings import ExplainerConfig
 from lantern.io import read_json, write_json
 from lantern.records.build import RecordConfig
@@ -39,6 +40,40 @@ class LLMConfig:
     outage_wait: float = 300.0
     """Seconds a run waits, in all, for a server that answered and then went away (restart, crash) to come
     back before it stops; the answers received so far are kept either way."""
+
+
+NEW_LLM_OPTIONS = ("url", "model", "backend")
+"""Options that name another LLM: given any of them, the other settings start from the defaults, not the run's."""
+SERVER_OPTIONS = {"api": "--llm-api", "api_key_env": "--llm-key-env", "prompt_logprobs": "--llm-prompt-logprobs",
+                  "concurrency": "--llm-concurrency", "outage_wait": "--llm-wait"}
+"""Options only an HTTP server uses: given to an in-process backend they would do nothing, so they are refused."""
+
+
+def with_llm_options(saved: LLMConfig, **given) -> LLMConfig:
+    """The LLM settings a command runs with: every option the user gave (not None) takes effect, or is refused
+    with the reason. Naming another LLM (`url`, `model`, `backend`) starts from the defaults; otherwise the given
+    options change the run's saved settings (so `--llm-api chat` alone switches the run's server to chat)."""
+    from lantern.llm.factory import resolve_backend
+
+    given = {key: value for key, value in given.items() if value is not None}
+    unknown = set(given) - set(LLMConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"not LLM settings: {sorted(unknown)}")
+    base = LLMConfig() if given.keys() & set(NEW_LLM_OPTIONS) else saved
+    cfg = replace(base, **given)
+    if cfg.api not in ("completions", "chat"):
+        raise LanternError(f"--llm-api must be completions or chat, not {cfg.api!r}")
+    if cfg.concurrency < 1:
+        raise LanternError(f"--llm-concurrency must be at least 1, not {cfg.concurrency}")
+    backend = resolve_backend(cfg)
+    if backend != "http":
+        idle = [flag for key, flag in SERVER_OPTIONS.items()
+                if key in given and given[key] != getattr(LLMConfig(), key)]
+        if idle:
+            raise LanternError(f"{', '.join(idle)} only apply to an HTTP server (--llm-url); this run's LLM is "
+                               f"in-process ({backend}: {cfg.model or 'embedded'}), which answers one call at a "
+                               f"time through its own API and has no key. Drop the option, or give --llm-url")
+    return cfg
 
 
 @dataclass

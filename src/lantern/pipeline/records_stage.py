@@ -96,6 +96,10 @@ def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
             console.print(f"[yellow]note:[/yellow] {name}: {len(short)} latent(s) got fewer than {wanted} verified "
                           f"negatives (dense latents have few all-zero windows; counts per source in "
                           f"{latents_file(cfg.path, name).name})")
+        thin = [s["latent"] for s in summary if cfg.records.n_test_per_decile and s["deciles_tested"] < 10]
+        if thin:
+            console.print(f"[yellow]note:[/yellow] {name}: {len(thin)} latent(s) have test windows in fewer than 10 "
+                          f"activation deciles (too few windows; `deciles_tested` in {latents_file(cfg.path, name).name})")
     if not any(counts.values()):
         raise LanternError(
             f"no latent has {cfg.records.windows_needed} disjoint activating windows of {cfg.records.ctx_len} "

@@ -163,26 +163,32 @@ class Extras:
 
 
 def _split_activating(table: WindowTable, cfg: RecordConfig, rng: np.random.Generator):
-    """(split name per window or '', decile per window)."""
+    """(split name per window or '', decile per window).
+
+    Test and validation windows are drawn first, `n_test_per_decile` (then `n_validation_per_decile`) at random
+    from each activation decile of each latent, and the explain windows from what is left: drawing the explain
+    windows first took the strongest ones under `top` sampling, so a latent with fewer than ~220 windows was
+    tested only on its weaker deciles. A decile with too few windows gives what it has (`deciles_tested` in the
+    latent summary says how many deciles were tested)."""
     counts = table.counts()
     rank_up = rank_within(table.latent, table.max)
     decile = 1 + rank_up * N_DECILES // np.maximum(counts[table.latent], 1)
-    noise = rng.random(len(table.latent))
+    rank = rank_within(table.latent * (N_DECILES + 1) + decile, rng.random(len(table.latent)))
+    n_test, n_scored = cfg.n_test_per_decile, cfg.n_test_per_decile + cfg.n_validation_per_decile
+    split = np.full(len(table.latent), "", dtype=object)
+    split[rank < n_test] = "test"
+    split[(rank >= n_test) & (rank < n_scored)] = "validation"
+    free = np.flatnonzero(rank >= n_scored)
+    latent = table.latent[free]
+    noise = rng.random(len(free))
     if cfg.explain_sampling == "top":
-        explain = counts[table.latent] - 1 - rank_up < cfg.n_explain  # the strongest windows of each latent
+        explain = rank_within(latent, -table.max[free]) < cfg.n_explain  # the strongest windows left
     elif cfg.explain_sampling == "random":
-        explain = rank_within(table.latent, noise) < cfg.n_explain
+        explain = rank_within(latent, noise) < cfg.n_explain
     else:
         per = max(1, cfg.n_explain // N_DECILES)
-        explain = rank_within(table.latent * (N_DECILES + 1) + decile, noise) < per
-    split = np.where(explain, "explain", "").astype(object)
-    rest = ~explain
-    group = (table.latent * (N_DECILES + 1) + decile)[rest]
-    rank = rank_within(group, rng.random(rest.sum()))
-    rest_split = np.full(rest.sum(), "", dtype=object)
-    rest_split[rank < cfg.n_test_per_decile] = "test"
-    rest_split[(rank >= cfg.n_test_per_decile) & (rank < cfg.n_test_per_decile + cfg.n_validation_per_decile)] = "validation"
-    split[rest] = rest_split
+        explain = rank_within(latent * (N_DECILES + 1) + decile[free], noise) < per
+    split[free[explain]] = "explain"
     return split, decile
 
 
@@ -363,6 +369,10 @@ def records_summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cach
     test = split == "test"
     count = lambda mask: np.bincount(latent[mask], minlength=n)  # noqa: E731
     n_test_activating = count(test & (kind == "activating"))
+    decile = table.column("decile").to_numpy()
+    tested = test & (kind == "activating")
+    deciles_tested = np.bincount(np.unique(latent[tested] * (N_DECILES + 1) + decile[tested]) // (N_DECILES + 1),
+                                 minlength=n)
     n_negatives = count(test & (kind == "negative"))
     by_source = {s: count(test & (kind == "negative") & (source == s))
                  for s in NEGATIVE_SOURCES}
@@ -371,7 +381,8 @@ def records_summary(table: pa.Table, selected: np.ndarray, survey_: Survey, cach
         rows.append({
             "latent": l, "count": int(cache.counts[l]), "max": float(cache.maxima[l]),
             "firing_rate": float(cache.stats["firing_rate"][l]), "n_windows": int(survey_.n_windows[l]),
-            "has_record": True, "n_test_activating": int(n_test_activating[l]), "n_negatives": int(n_negatives[l]),
+            "has_record": True, "n_test_activating": int(n_test_activating[l]),
+            "deciles_tested": int(deciles_tested[l]), "n_negatives": int(n_negatives[l]),
             **{f"n_negatives_{s}": int(c[l]) for s, c in by_source.items()},
         })
     return rows

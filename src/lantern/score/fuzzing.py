@@ -1,5 +1,6 @@
 """Fuzzing: the same activating windows shown twice, once with the truly activating tokens marked and
-once with as many marks on tokens where the latent is zero; does the marking fit the explanation? One marked
+once with marks of the same span structure on tokens where the latent is zero; does the marking fit the
+explanation? One marked
 window per prompt with a one-token answer, or with `examples_per_prompt` > 1 several answered by one list."""
 from __future__ import annotations
 
@@ -29,13 +30,36 @@ LIST_PROMPT = (
 )
 
 
-def wrong_marks(activations: list[float], n_marks: int, rng: np.random.Generator) -> list[bool] | None:
-    """`n_marks` marks on tokens where the latent is exactly zero, or None if the window has too few."""
-    zeros = np.flatnonzero(np.asarray(activations) == 0)
-    if len(zeros) < n_marks:
-        return None
-    chosen = set(rng.choice(zeros, size=n_marks, replace=False).tolist())
-    return [i in chosen for i in range(len(activations))]
+def spans(marks: list[bool]) -> list[tuple[int, int]]:
+    """(start, length) of each run of consecutive marked tokens."""
+    out, start = [], None
+    for i, marked in enumerate([*marks, False]):
+        if marked and start is None:
+            start = i
+        elif not marked and start is not None:
+            out.append((start, i - start))
+            start = None
+    return out
+
+
+def wrong_marks(activations: list[float], right: list[bool], rng: np.random.Generator) -> list[bool] | None:
+    """Marks with the same span structure as `right` (as many runs, of the same lengths, none touching another)
+    on tokens where the latent is exactly zero; None if the window has no room for them.
+
+    Why the structure: marks on neighbouring tokens are shown as one span, so k scattered wrong marks against
+    1-2 true spans would be a cue a judge could answer from without reading the explanation."""
+    silent = np.asarray(activations) == 0
+    n = len(activations)
+    marks = [False] * n
+    lengths = sorted((length for _, length in spans(right)), reverse=True)  # longest first: they need most room
+    for length in lengths:
+        starts = [s for s in range(n - length + 1)
+                  if silent[s:s + length].all() and not any(marks[max(s - 1, 0):s + length + 1])]
+        if not starts:
+            return None
+        start = int(rng.choice(starts))
+        marks[start:start + length] = [True] * length
+    return marks
 
 
 def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "test") -> list[dict]:
@@ -45,7 +69,7 @@ def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "
             continue
         right = activation_marks(ex["activations"], mark_threshold)
         rng = np.random.default_rng([seed, ex["latent"], ex["start"]])
-        wrong = wrong_marks(ex["activations"], sum(right), rng)
+        wrong = wrong_marks(ex["activations"], right, rng)
         out.append({"example": ex, "label": 1, "variant": "true-marks", "marks": right})
         if wrong is not None:
             out.append({"example": ex, "label": 0, "variant": "wrong-marks", "marks": wrong})

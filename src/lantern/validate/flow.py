@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from lantern.cache.reader import LatentCache
 from lantern.coders.planted import RULES
-from lantern.config import CONFIG_FILE, LLMConfig, RunConfig
+from lantern.config import CONFIG_FILE, LLMConfig, RunConfig, with_llm_options
 from lantern.errors import LanternError
 from lantern.io import write_json, write_parquet
 from lantern.llm.base import LLMClient
@@ -42,10 +42,12 @@ RECORDS = RecordConfig(ctx_len=12, tokens_before=6, n_explain=0, n_test_per_deci
 reads token ids has no window index, so no `similar` negatives."""
 
 
-def validation_config(run_dir: Path, model: str, corpus: str, tokens: int, llm: LLMConfig,
+def validation_config(run_dir: Path, model: str, corpus: str, tokens: int, llm: LLMConfig | dict | None = None,
                       scorers: list[str] | None = None, seed: int = 0) -> RunConfig:
     """A new planted run, or the saved one of `run_dir` (which must be a planted run of the same model,
-    corpus and size: its cache and records were made with those)."""
+    corpus and size: its cache and records were made with those). `llm`: the LLM settings, or the command's LLM
+    options (None values: not given) applied to the run's saved settings or to the defaults."""
+    options = {} if llm is None or isinstance(llm, LLMConfig) else llm
     if (Path(run_dir) / CONFIG_FILE).exists():
         cfg = RunConfig.load(run_dir)
         asked = {"coders": [CODER], "model": model, "corpus": corpus, "tokens": tokens, "seed": seed}
@@ -54,10 +56,11 @@ def validation_config(run_dir: Path, model: str, corpus: str, tokens: int, llm: 
         if conflicts:
             raise LanternError(f"{run_dir} is an existing run made with other settings: {'; '.join(conflicts)}. "
                                f"Use another --run-dir for a validation run")
-        cfg.llm = llm
+        cfg.llm = llm if isinstance(llm, LLMConfig) else with_llm_options(cfg.llm, **options)
     else:
         cfg = RunConfig(run_dir=str(run_dir), model=model, corpus=corpus, coders=[CODER], tokens=tokens,
-                        latents=len(RULES), seed=seed, records=replace(RECORDS, seed=seed), llm=llm)
+                        latents=len(RULES), seed=seed, records=replace(RECORDS, seed=seed),
+                        llm=llm if isinstance(llm, LLMConfig) else with_llm_options(LLMConfig(), **options))
     if scorers is not None:
         cfg.scorers = list(scorers)
     if tokens < cfg.seq_len:
