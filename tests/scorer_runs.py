@@ -32,6 +32,7 @@ def make_run(tmp_path, built_cache, scorers: list[str], explanation=lambda laten
     if few:
         rows = _two_of_each_kind(rows)
     write_parquet(records_file(cfg.path, "sae"), rows)
+    (cfg.path / "cache").symlink_to(cache_dir, target_is_directory=True)  # the run's cache, as a real run has it
     latents = sorted({r["latent"] for r in rows})[:explained]
     write_parquet(cfg.path / EXPLANATIONS, [{"coder": "sae", "latent": latent, "explanation": explanation(latent),
                                              "candidate": 0, "failed": False, "prompt_tokens": 0} for latent in latents])

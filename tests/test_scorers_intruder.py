@@ -49,7 +49,8 @@ def test_a_knowing_chooser_finds_every_intruder(tmp_path, built_cache, tokenizer
     assert len(scores) == 3
     for s in scores:
         n_windows = sum(r["kind"] == "activating" for r in scored_rows(rows, s["latent"]))
-        assert s["n"] == n_windows - 4 + 1 and s["n_failed"] == 0  # trials slide along the deciles
+        # disjoint trials (each window in one), as many as silent intruders of the 2 other latents allow
+        assert 1 <= s["n"] <= n_windows // 4 and s["n_failed"] == 0
         assert s["accuracy"] == 1.0 and s["score"] == 1.0 and s["chance"] == pytest.approx(0.2)
         assert s["p_value"] == pytest.approx(0.2 ** s["n"])  # exact binomial: every one of n right by chance
         assert s["with_explanation"] is False
@@ -82,7 +83,31 @@ def test_always_answering_one_sits_near_chance_and_unreadable_answers_are_counte
     assert all(e["correct"] is None for e in examples if e["read_as"] == "failed")  # failed is not "wrong"
 
 
-def test_a_coder_with_one_latent_cannot_hold_an_intruder(tmp_path, built_cache, tokenizer):
+def test_a_coder_with_one_latent_is_skipped_with_a_reason(tmp_path, built_cache, tokenizer):
+    """Audit defect: `--latents 1` made the intruder scorer raise and abort the whole score stage."""
     cfg, _ = make_run(tmp_path, built_cache, ["intruder"], n_latents=1)
-    with pytest.raises(LanternError, match="second latent"):
-        run_score(cfg, ScriptedLLM(lambda r: Response(text="1")), tokenizer)
+    client = ScriptedLLM(lambda r: Response(text="1"))
+    run_score(cfg, client, tokenizer)
+    (score,) = read(cfg, "scores.parquet")
+    assert score["n"] == 0 and math.isnan(score["accuracy"]) and "record more latents" in score["note"]
+    assert not client.requests
+
+
+def test_every_intruder_is_silent_for_the_scored_latent_and_used_once(tmp_path, built_cache, tokenizer):
+    """Audit defect: the intruding window was never checked against the scored latent, and trials overlapped."""
+    from lantern.cache.reader import LatentCache
+
+    cfg, rows = make_run(tmp_path, built_cache, ["intruder"])
+    run_score(cfg, ScriptedLLM(KnowingChooser(rows, tokenizer)), tokenizer)
+    examples = read(cfg, "examples.parquet")
+    coder = examples[0]["coder"]
+    cache = LatentCache(cfg.path / "cache", coder)
+    ctx = cfg.records.ctx_len
+    for latent in {e["latent"] for e in examples}:
+        trials = [e for e in examples if e["latent"] == latent]
+        assert trials
+        starts = [e["start"] for e in trials]
+        assert len(starts) == len(set(starts))  # each intruder once per latent
+        tokens, _ = cache.activations(latent)
+        for start in starts:
+            assert not ((tokens >= start) & (tokens < start + ctx)).any()

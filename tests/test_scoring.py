@@ -213,3 +213,23 @@ def test_fuzzing_wrong_marks_copy_the_span_structure_so_a_judge_without_the_expl
             assert all(acts[i] == 0 for i, marked in enumerate(wrong) if marked)
     spans_shown = [-len(fuzzing.spans(item["marks"])) for item in items]  # "fewer spans: yes"
     assert auroc(np.asarray([item["label"] for item in items]), np.asarray(spans_shown)) == pytest.approx(0.5)
+
+
+def test_pooled_rows_average_latents_and_resample_latents_not_windows():
+    """Audit defect: pooled per-decile rows bootstrapped windows across latents and computed one AUROC over
+    latents whose scores live on different scales. Two latents each separate perfectly, on different scales."""
+    from lantern.score.metrics import Outcome, group_rows, pool_latent_rows
+
+    low = [Outcome(decile=d, source="random", label=int(d > 0), score=0.1 + 0.1 * (d > 0)) for d in (0, 0, 5, 5)]
+    high = [Outcome(decile=d, source="random", label=int(d > 0), score=0.8 + 0.1 * (d > 0)) for d in (0, 0, 5, 5)]
+    rows = [next(r for r in group_rows(latent, 200)[0] if r["decile"] == 5) for latent in (low, high)]
+    assert [r["auroc"] for r in rows] == [1.0, 1.0]
+    windows_pooled = group_rows(low + high, 200)[0]
+    assert next(r for r in windows_pooled if r["decile"] == 5)["auroc"] < 1.0  # the old pooling
+    pooled = pool_latent_rows(rows, 200)
+    assert pooled["auroc"] == 1.0 and pooled["n"] == 4 and pooled["n_latents"] == 2
+    assert pooled["interval_unit"] == "latents"
+    spread = pool_latent_rows([{**rows[0], "accuracy": a} for a in (0.2, 0.4, 0.6, 0.8, 1.0)], 500)
+    assert spread["accuracy"] == pytest.approx(0.6)
+    assert spread["accuracy_ci_low"] < 0.5 and spread["accuracy_ci_high"] > 0.7  # the spread of 5 latents
+    assert math.isnan(pool_latent_rows(rows[:1])["auroc_ci_low"])  # one latent: nothing to resample

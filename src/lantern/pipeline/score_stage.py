@@ -4,7 +4,6 @@ latent and scorer), examples.parquet (per example), scores_by_decile.parquet and
 same figures per activation decile and per negative source), and usage/score.parquet (per call)."""
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from lantern.pipeline.usage import write_usage
 from lantern.score import detection, fuzzing
 from lantern.score.answers import yes_probability
 from lantern.score.base import LatentResult, LatentTask, Plan, ScoreContext, Scorer, check_needs
-from lantern.score.metrics import Outcome, classification_metrics, group_rows
+from lantern.score.metrics import classification_metrics, group_rows, pool_latent_rows
 from lantern.score.registry import get_scorer
 
 SCORES_BY_DECILE = "scores_by_decile.parquet"
@@ -105,8 +104,6 @@ class ScoreOutput:
     by_source: list[dict] = field(default_factory=list)
     usage_tags: list[dict] = field(default_factory=list)
     usage: list[Response] = field(default_factory=list)
-    outcomes: list[dict] = field(default_factory=list)
-    """Every scored unit with its coder, scorer and bootstrap resamples: what the pooled rows are made of."""
 
 
 def _score_row(task: LatentTask, scorer: Scorer, result: LatentResult, calls: list[Response]) -> dict:
@@ -147,33 +144,38 @@ def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContex
         resamples = scorer.settings.bootstrap_resamples
         deciles, sources = group_rows(result.outcomes, resamples)
         key = {"coder": task.coder, "latent": task.latent, "scorer": scorer.name}
-        out.by_decile += [{**key, **row} for row in deciles]
-        out.by_source += [{**key, **row} for row in sources]
-        out.outcomes += [{"coder": task.coder, "scorer": scorer.name, "resamples": resamples, **dataclasses.asdict(o)}
-                         for o in result.outcomes]
+        out.by_decile += [{**key, "interval_unit": "windows", **row} for row in deciles]
+        out.by_source += [{**key, "interval_unit": "windows", **row} for row in sources]
     if pooled:
-        by_decile, by_source = pooled_rows(out.outcomes)
+        by_decile, by_source = pooled_rows(out.by_decile, out.by_source, _resamples(scorers))
         out.by_decile += by_decile
         out.by_source += by_source
     return out
 
 
-def pooled_rows(outcomes: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Per-decile and per-source rows pooled over each coder's latents (latent is null), per scorer, in the
-    order the (coder, scorer) pairs first appear."""
-    grouped: dict[tuple[str, str], list[dict]] = {}
-    for row in outcomes:
-        grouped.setdefault((row["coder"], row["scorer"]), []).append(row)
-    by_decile, by_source = [], []
-    fields = [f.name for f in dataclasses.fields(Outcome)]
-    for (coder, name), rows in grouped.items():
-        units = [Outcome(**{f: tuple(row[f]) if f in ("true", "predicted") and row[f] is not None else row[f]
-                            for f in fields}) for row in rows]
-        deciles, sources = group_rows(units, rows[0]["resamples"])
-        key = {"coder": coder, "latent": None, "scorer": name}
-        by_decile += [{**key, **row} for row in deciles]
-        by_source += [{**key, **row} for row in sources]
-    return by_decile, by_source
+def pooled_rows(by_decile: list[dict], by_source: list[dict], resamples: int) -> tuple[list[dict], list[dict]]:
+    """Per-decile and per-source rows pooled over each coder's latents (latent is null), per scorer, made from
+    the per-latent rows (`pool_latent_rows`: means over latents, intervals from resampling latents), in the order
+    the (coder, scorer) pairs first appear."""
+    pooled = []
+    for rows, key in ((by_decile, "decile"), (by_source, "source")):
+        grouped: dict[tuple, list[dict]] = {}
+        for row in rows:
+            if row.get("latent") is not None:
+                grouped.setdefault((row["coder"], row["scorer"], row[key]), []).append(row)
+        pooled.append([{"coder": coder, "latent": None, "scorer": scorer, key: group,
+                        **pool_latent_rows(members, resamples)}
+                       for (coder, scorer, group), members in sorted(
+                           grouped.items(), key=lambda item: (_first_seen(rows, item[0][:2]), item[0][2]))])
+    return pooled[0], pooled[1]
+
+
+def _first_seen(rows: list[dict], pair: tuple[str, str]) -> int:
+    return next(i for i, r in enumerate(rows) if (r["coder"], r["scorer"]) == pair)
+
+
+def _resamples(scorers: list[Scorer]) -> int:
+    return max((scorer.settings.bootstrap_resamples for scorer in scorers), default=1000)
 
 
 def _uniform(rows: list[dict]) -> list[dict]:
@@ -189,8 +191,6 @@ def scorers_for(cfg: RunConfig) -> list[Scorer]:
     return [get_scorer(name, cfg.scoring) for name in cfg.scorers]
 
 
-OUTCOMES = "outcomes.parquet"
-"""A partition's scored units, read by the merge for the pooled rows (not kept in the run directory)."""
 STAGE_FILES = [EXAMPLES, SCORES, SCORES_BY_DECILE, SCORES_BY_SOURCE, SELECTION, "usage/select.parquet",
                "usage/score.parquet"]
 
@@ -230,7 +230,6 @@ def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders
         write_parquet(folder / SCORES, _uniform(out.scores))
         write_parquet(folder / SCORES_BY_DECILE, _uniform(out.by_decile))
         write_parquet(folder / SCORES_BY_SOURCE, _uniform(out.by_source))
-        write_parquet(folder / OUTCOMES, out.outcomes)
         return {"scored": len(out.scores), "failed_answers": sum(r.get("read_as") == "failed" for r in out.examples)}
 
     return partitions.write_partition(cfg.path, "score", index, write)
@@ -266,11 +265,11 @@ def run_score(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, s
     partitions.begin(cfg.path, "score")
     with resources.provided(cfg, subject=subject, client=client, tokenizer=tokenizer):
         done = executor.map(score_partition, [(cfg, i, group, coders, first) for i, group in enumerate(groups)], "score")
-    folders = partitions.finished(cfg.path, "score", len(groups))
-    outcomes = [row for f in folders for row in pq.read_table(f / OUTCOMES).to_pylist()]
     merged = partitions.merge(cfg.path, "score", len(groups), STAGE_FILES)
     partitions.end(cfg.path, "score")
-    by_decile, by_source = pooled_rows(outcomes)
+    by_decile, by_source = pooled_rows(*(pq.read_table(cfg.path / name).to_pylist() if (cfg.path / name).exists()
+                                         else [] for name in (SCORES_BY_DECILE, SCORES_BY_SOURCE)),
+                                       _resamples(scorers))
     _add_pooled(cfg.path / SCORES_BY_DECILE, by_decile)
     _add_pooled(cfg.path / SCORES_BY_SOURCE, by_source)
     return {"seconds": time.perf_counter() - started, "scored": sum(d["scored"] for d in done),

@@ -3,9 +3,12 @@ of another latent of the same coder, in random order; the LLM names the odd one 
 probabilities come from log-probs. If the latent's windows share something visible, the intruder stands out:
 accuracy against chance 1 / (windows + 1).
 
-Trials slide along the latent's activating test windows ordered by decile (strongest first), so each trial
-shows windows of neighbouring deciles; its intruder comes from the same decile of another latent where one
-exists. The explanation is not shown unless `intruder_explanation` is set."""
+Trials cut the latent's activating test windows, ordered by decile (strongest first), into disjoint groups, so
+each trial shows windows of neighbouring deciles and each window is in one trial only: trials are independent
+units for the binomial test and the interval. Each trial's intruder is a different window, taken from the same
+decile of another latent where one exists, and checked against the run's cache to be silent for the scored
+latent (an intruder on which the scored latent fires is not odd at all). The explanation is not shown unless
+`intruder_explanation` is set."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,25 +49,44 @@ class IntruderScorer(Scorer):
         super().setup(context)
         self.pools = {coder: {latent: _activating_test(rows) for latent, rows in latents.items()}
                       for coder, latents in context.records.items()}
+        self._caches: dict = {}
+
+    def _fires_on(self, coder: str, latent: int, window: dict) -> bool:
+        """Whether `latent` is non-zero anywhere in `window`, read from the run's cache."""
+        if coder not in self._caches:
+            from lantern.cache.reader import LatentCache
+            from lantern.pipeline.files import CACHE
+
+            if self.context.config is None:
+                raise LanternError("the intruder scorer checks each intruder against the run's cache: it needs the "
+                                   "run's config in its context")
+            self._caches[coder] = LatentCache(self.context.config.path / CACHE, coder)
+        tokens, _ = self._caches[coder].activations(latent)
+        lo = np.searchsorted(tokens, window["start"])
+        return lo < len(tokens) and tokens[lo] < window["start"] + len(window["tokens"])
 
     def _trials(self, windows: list[dict]) -> list[list[dict]]:
         k = self.settings.intruder_windows
         ordered = sorted(windows, key=lambda r: (-r["decile"], r["start"]))
-        starts = list(range(len(ordered) - k + 1))
-        if self.settings.intruder_trials and len(starts) > self.settings.intruder_trials:
-            starts = sorted({int(round(x)) for x in np.linspace(0, starts[-1], self.settings.intruder_trials)})
-        return [ordered[s:s + k] for s in starts]
+        trials = [ordered[s:s + k] for s in range(0, len(ordered) - k + 1, k)]
+        if self.settings.intruder_trials and len(trials) > self.settings.intruder_trials:
+            keep = sorted({int(round(x)) for x in np.linspace(0, len(trials) - 1, self.settings.intruder_trials)})
+            trials = [trials[i] for i in keep]
+        return trials
 
-    def _intruder(self, task: LatentTask, trial: list[dict], decile: int, rng: np.random.Generator) -> dict:
-        pool = [r for latent, rows in self.pools.get(task.coder, {}).items() if latent != task.latent for r in rows]
+    def _intruder(self, task: LatentTask, trial: list[dict], decile: int, rng: np.random.Generator,
+                  used: set[tuple[int, int]]) -> dict | None:
+        """A window of another latent, silent for this one and not yet used for it (None: there is none)."""
+        pool = [r for latent, rows in self.pools.get(task.coder, {}).items() if latent != task.latent for r in rows
+                if (r["latent"], r["start"]) not in used]
         shown = {tuple(r["tokens"]) for r in trial}
         pool = [r for r in pool if tuple(r["tokens"]) not in shown]
-        if not pool:
-            raise LanternError(f"the intruder scorer needs activating test windows of a second latent of coder "
-                               f"{task.coder!r} (it has none besides latent {task.latent}); record more latents")
         same = [r for r in pool if r["decile"] == decile]
-        choices = same or pool
-        return choices[int(rng.integers(len(choices)))]
+        for choices in (same, pool):
+            for i in rng.permutation(len(choices)):
+                if not self._fires_on(task.coder, task.latent, choices[i]):
+                    return choices[i]
+        return None
 
     def _passages(self, passages: list[dict]) -> str:
         tokenizer, threshold = self.context.tokenizer, self.context.mark_threshold
@@ -83,10 +105,14 @@ class IntruderScorer(Scorer):
 
     def plan(self, task: LatentTask) -> Plan:
         requests, state = [], []
+        used: set[tuple[int, int]] = set()
         for t, trial in enumerate(self._trials(_activating_test(task.rows))):
             decile = int(np.median([r["decile"] for r in trial]))
             rng = np.random.default_rng([self.context.seed, task.latent, t])
-            intruder = self._intruder(task, trial, decile, rng)
+            intruder = self._intruder(task, trial, decile, rng, used)
+            if intruder is None:
+                break  # no silent window of another latent left: fewer trials (the latent's n says how many)
+            used.add((intruder["latent"], intruder["start"]))
             position = int(rng.integers(len(trial) + 1))
             passages = trial[:position] + [intruder] + trial[position:]
             requests.append(Request(prompt=self._prompt(task, passages), max_tokens=1,
@@ -111,7 +137,11 @@ class IntruderScorer(Scorer):
         verdicts = np.asarray([o.correct for o in outcomes if not o.failed], dtype=bool)
         chance = 1 / (self.settings.intruder_windows + 1)
         scores = [o.score for o in outcomes if not o.failed]
+        note = "" if plan.state else (
+            f"no trial: fewer than {self.settings.intruder_windows} activating test windows, or no window of another "
+            f"latent of this coder that is silent for this one (record more latents)")
         metrics = {**accuracy_vs_chance(verdicts, chance, self.settings.bootstrap_resamples), "n": len(verdicts),
+                   "note": note,
                    "n_failed": len(outcomes) - len(verdicts),
                    "mean_p_correct": float(np.mean(scores)) if scores else float("nan"),
                    "with_explanation": self.uses_explanation}

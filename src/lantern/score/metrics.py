@@ -306,3 +306,24 @@ def group_rows(outcomes: list[Outcome], n_resamples: int = RESAMPLES) -> tuple[l
     sources = [{"source": s, **figures(members, _contrast(members, outcomes), n_resamples)}
                for s, members in sorted(by_source.items())]
     return deciles, sources
+
+
+POOLED_FIGURES = ("accuracy", "auroc", "pearson", "spearman", "mean_score")
+
+
+def pool_latent_rows(rows: list[dict], n_resamples: int = RESAMPLES) -> dict:
+    """One group's rows of several latents (a decile, a negative source) pooled: `n` and `n_failed` summed, each
+    figure the mean over the latents that have it, its interval from resampling latents (a cluster bootstrap:
+    windows of one latent are not independent, and one latent's AUROC is not on another's score scale).
+    `interval_unit` says so; `n_latents` counts the latents behind each mean."""
+    out = dict.fromkeys(FIGURES, NAN)
+    out.update(n=int(sum(r.get("n") or 0 for r in rows)), n_failed=int(sum(r.get("n_failed") or 0 for r in rows)),
+               interval_unit="latents", n_latents=len(rows))
+    for name in POOLED_FIGURES:
+        values = np.asarray([r.get(name) for r in rows if r.get(name) is not None], dtype=float)
+        values = values[np.isfinite(values)]
+        if len(values):
+            out[name] = float(values.mean())
+            if name != "mean_score":
+                out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean_interval(values, n_resamples)
+    return out
