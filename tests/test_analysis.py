@@ -129,6 +129,12 @@ def test_coder_comparison_is_scipys_mann_whitney(analysed):
         assert (r["n_a"], r["n_b"]) == (len(a), len(b))
         assert r["u"] == ref.statistic and r["p_value"] == pytest.approx(ref.pvalue)
         assert r["p_value"] <= r["p_holm"] <= 1
+    # every listed latent is either in the comparison or counted as lost, with the reason (audit defect 9)
+    summary = rows(top / "analysis" / "coder_comparison.parquet")
+    for r in summary:
+        mine = [s for s in scores if s["scorer"] == r["scorer"] and s["coder"] == r["coder"]]
+        assert r["latents"] + r["latents_lost"] == len(mine)
+        assert (r["latents_lost"] == 0) == (not r["lost_because"])
 
 
 def test_sampling_strategies_compare_the_two_runs(analysed, runs):

@@ -119,6 +119,11 @@ def test_an_explanation_that_predicts_the_steered_text_scores_one_and_the_baseli
     assert m["shuffled_explanation_score"] == pytest.approx(0.0)
     for t in TARGETS:
         assert m[f"achieved_kl_{t:g}"] == pytest.approx(t, rel=0.05)
+        # audit defect: the random control was matched on norm; it is now steered to the same KL on its own
+        assert m[f"random_achieved_kl_{t:g}"] == pytest.approx(t, rel=0.05)
+        assert m[f"random_scale_at_kl_{t:g}"] != pytest.approx(m[f"scale_at_kl_{t:g}"], rel=0.05)
+    for e in result.examples:
+        assert e["achieved_kl"] == pytest.approx(e["target_kl"], rel=0.05)
     assert len(result.examples) == 3 * len(TARGETS) * 2
     # every reading's tokens are counted in exactly one example
     assert sum(e["prompt_tokens"] for e in result.examples) == sum(a.prompt_tokens for a in answers)

@@ -33,12 +33,13 @@ def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
     for coder in dict.fromkeys(r["coder"] for r in explanations):
         explained = [r for r in explanations if r["coder"] == coder]
         for scorer in cfg.scorers:
-            mine = [r for r in scores if r["coder"] == coder and r["scorer"] == scorer]
+            listed = [r for r in scores if r["coder"] == coder and r["scorer"] == scorer]
+            mine = [r for r in listed if not str(r.get("note") or "").startswith("not scored")]
             ba, ba_ci = _mean_ci([r.get("balanced_accuracy") for r in mine])
             auroc, auroc_ci = _mean_ci([r.get("auroc") for r in mine])
             calibrated, calibrated_ci = _mean_ci([r.get("balanced_accuracy_calibrated") for r in mine])
             score, score_ci = _mean_ci([r.get("score") for r in mine])
-            rows.append({"coder": coder, "scorer": scorer, "latents": len(mine),
+            rows.append({"coder": coder, "scorer": scorer, "latents": len(mine), "not_scored": len(listed) - len(mine),
                          "explanations_failed": sum(r["failed"] for r in explained),
                          "balanced_accuracy": ba, "balanced_accuracy_ci95": ba_ci, "auroc": auroc,
                          "auroc_ci95": auroc_ci, "balanced_accuracy_calibrated": calibrated,

@@ -16,7 +16,22 @@ TESTS = "coder_comparison_tests"
 TITLE = "SAE latents vs neurons"
 DESCRIPTION = ("Score distributions per coder (e.g. sae, neurons, neurons-topk) for each scorer, with mean and 95% "
                "bootstrap CI, and a two-sided Mann-Whitney U test for every two coders (Holm-adjusted p, and "
-               "P(a > b) as effect size).")
+               "P(a > b) as effect size). Basis: each coder's scored latents whose headline score is defined; "
+               "`latents_lost` and `lost_because` say how many of a coder's latents had none, and why (raw neurons "
+               "often get no verified negatives, so their detection score is undefined).")
+
+
+def lost_because(row: dict) -> str:
+    """Why a latent's headline score is undefined."""
+    if str(row.get("note") or "").startswith("not scored"):
+        return "explanation failed"
+    if not row.get("n"):
+        return "every answer failed" if row.get("n_failed") else "nothing to score"
+    if row.get("n_neg") == 0:
+        return "no negatives"
+    if row.get("n_pos") == 0:
+        return "no positives"
+    return "score undefined"
 
 
 def run(ctx: Context) -> Analysed:
@@ -25,11 +40,17 @@ def run(ctx: Context) -> Analysed:
         raise Skip(f"no {SCORES}: run `lantern score` first")
     values: dict[tuple[str, str], list[float]] = {}
     metrics: dict[str, str] = {}
+    lost: dict[tuple[str, str], dict[str, int]] = {}
     for r in rows:
+        if r.get("latent") is None:
+            continue
         v, metric = headline(r)
         if np.isfinite(v):
             values.setdefault((r["scorer"], r["coder"]), []).append(v)
             metrics.setdefault(r["scorer"], metric)
+        else:
+            reasons = lost.setdefault((r["scorer"], r["coder"]), {})
+            reasons[lost_because(r)] = reasons.get(lost_because(r), 0) + 1
     scorers = sorted(s for s in metrics if sum(1 for (sc, _) in values if sc == s) >= 2)
     if not scorers:
         raise Skip(f"needs scores of two coders or more under one scorer; the run's coders with usable scores: "
@@ -41,7 +62,10 @@ def run(ctx: Context) -> Analysed:
         coders = sorted(c for s, c in values if s == scorer)
         for coder in coders:
             m = mean_ci(values[(scorer, coder)], ctx.resamples, ctx.seed)
+            reasons = lost.get((scorer, coder), {})
             summary.append({"scorer": scorer, "metric": metrics[scorer], "coder": coder, "latents": m.n,
+                            "latents_lost": sum(reasons.values()),
+                            "lost_because": "; ".join(f"{n} {why}" for why, n in sorted(reasons.items())),
                             "mean": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
                             "median": float(np.median(values[(scorer, coder)]))})
         mine = []

@@ -1,6 +1,6 @@
 """Intervention (the paper's Fig. 4): per target KL, the intervention scores of the latents' own explanations
-against two controls (a random direction of matched norm; another latent's explanation), and the intervention
-score of each latent against its fuzzing score, with the least-squares line and Pearson's r.
+against two controls (a random direction steered to the same KL on its own; another latent's explanation), and
+the intervention score of each latent against its fuzzing score, with the least-squares line and Pearson's r.
 
 A latent's score at one target KL is the mean over neutral prompts of its examples' `value`
 (Δ steered − Δ clean, nats/token); the controls are compared with the latent's own score on the same latents by

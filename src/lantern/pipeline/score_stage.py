@@ -174,6 +174,18 @@ def _first_seen(rows: list[dict], pair: tuple[str, str]) -> int:
     return next(i for i, r in enumerate(rows) if (r["coder"], r["scorer"]) == pair)
 
 
+def unexplained_rows(explanations: list[dict], scorers: list[Scorer]) -> list[dict]:
+    """A score row (no score, n = 0, the reason in `note`) per scorer for each latent whose every explanation
+    failed: the latent is accounted for, not silently missing from the table."""
+    failed: dict[tuple[str, int], list[dict]] = {}
+    for row in explanations:
+        failed.setdefault((row["coder"], row["latent"]), []).append(row)
+    return [{"coder": coder, "latent": latent, "scorer": scorer.name, "metric": scorer.headline,
+             "score": float("nan"), "n": 0, "n_failed": 0, "prompt_tokens": 0, "completion_tokens": 0,
+             "note": "not scored: explanation failed (" + "; ".join(sorted({str(r.get("error")) for r in rows})) + ")"}
+            for (coder, latent), rows in failed.items() if all(r["failed"] for r in rows) for scorer in scorers]
+
+
 def _resamples(scorers: list[Scorer]) -> int:
     return max((scorer.settings.bootstrap_resamples for scorer in scorers), default=1000)
 
@@ -253,7 +265,8 @@ def run_score(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, s
     if not explanations_path.exists():
         raise LanternError(f"{explanations_path} is missing: run `lantern explain` first")
     executor = executor or LocalExecutor()
-    explanations = [r for r in pq.read_table(explanations_path).to_pylist() if not r["failed"]]
+    every_row = pq.read_table(explanations_path).to_pylist()
+    explanations = [r for r in every_row if not r["failed"]]
     coders = sorted({r["coder"] for r in explanations})
     # partitions hold whole latents (all candidates of one latent stay together)
     latents = list(dict.fromkeys((r["coder"], r["latent"]) for r in explanations))
@@ -267,6 +280,7 @@ def run_score(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, s
         done = executor.map(score_partition, [(cfg, i, group, coders, first) for i, group in enumerate(groups)], "score")
     merged = partitions.merge(cfg.path, "score", len(groups), STAGE_FILES)
     partitions.end(cfg.path, "score")
+    _add_pooled(cfg.path / SCORES, unexplained_rows(every_row, scorers))
     by_decile, by_source = pooled_rows(*(pq.read_table(cfg.path / name).to_pylist() if (cfg.path / name).exists()
                                          else [] for name in (SCORES_BY_DECILE, SCORES_BY_SOURCE)),
                                        _resamples(scorers))

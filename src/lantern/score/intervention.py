@@ -9,9 +9,11 @@ a prompt's score is Δ(steered) − Δ(clean): how much more the explanation rai
 steered model wrote than of what the clean model wrote (Paulo et al. 2024, intervention scoring). Positive
 means the explanation predicts the latent's effect.
 
-Two baselines per latent and target, reported beside the score: a random direction of the same norm steered
-the same way and read with the same explanation (an explanation cannot predict it), and the latent's own
-steered text read with another latent's explanation (`shuffled-explanation`). Both should sit near zero.
+Two baselines per latent and target, reported beside the score: a random direction calibrated on its own to
+the same target KL and read with the same explanation (an explanation cannot predict it; matching its KL, not
+its norm, makes it move the output as much as the latent does, so "random ≈ 0" is not true by construction),
+and the latent's own steered text read with another latent's explanation (`shuffled-explanation`). Both should
+sit near zero.
 """
 from __future__ import annotations
 
@@ -143,15 +145,16 @@ class InterventionScorer(Scorer):
         shapes it), so scoring again with other explanations (validate's variants, best-of-k, a rerun after a
         kill) reuses it instead of steering again."""
         key = {"targets": list(self.settings.intervention_targets), "prompts": self.prompt_texts,
-               "tokens": self.settings.intervention_tokens, "seed": self.context.seed, "model": self.subject_name}
+               "tokens": self.settings.intervention_tokens, "seed": self.context.seed, "model": self.subject_name,
+               "random_control": "kl-matched"}
         path = None
         if self.context.config is not None:
             path = self.context.config.path / STEERING / task.coder / f"{task.latent}.json"
             if path.exists():
                 saved = read_json(path)
                 if saved.get("key") == key:
-                    saved["calibrations"] = [Calibration(**c) for c in saved["calibrations"]]
-                    saved["random_kl"] = {float(t): v for t, v in saved["random_kl"].items()}
+                    for name in ("calibrations", "random_calibrations"):
+                        saved[name] = [Calibration(**c) for c in saved[name]]
                     return saved
         coder = self._coder(task.coder)
         site, probe = self._site_and_probe(coder)
@@ -163,19 +166,20 @@ class InterventionScorer(Scorer):
         targets = self.settings.intervention_targets
         calibrations = calibrate(lambda scale: probe.kl(unit * scale), targets)
         random_unit = self._random_unit(task, unit.shape[-1])
-        random_kl = {c.target_kl: probe.kl(random_unit * c.scale) for c in calibrations}
-        pushes = torch.stack([unit * c.scale for c in calibrations] + [random_unit * c.scale for c in calibrations])
+        random_calibrations = calibrate(lambda scale: probe.kl(random_unit * scale), targets)
+        pushes = torch.stack([unit * c.scale for c in calibrations] +
+                             [random_unit * c.scale for c in random_calibrations])
         steered, randoms = [], []
         for rows in generate_steered(self.model, site.module, site.side, self.prompt_ids, pushes,
                                      self.settings.intervention_tokens, self.pad_id):
             texts = [self._text(row) for row in rows]
             steered.append(texts[:len(targets)])
             randoms.append(texts[len(targets):])
-        result = {"key": key, "norm": norm, "calibrations": calibrations, "random_kl": random_kl,
+        result = {"key": key, "norm": norm, "calibrations": calibrations, "random_calibrations": random_calibrations,
                   "clean": self._clean_texts(site), "steered": steered, "random": randoms}
         if path is not None:
             write_json(path, {**result, "calibrations": [dataclasses.asdict(c) for c in calibrations],
-                              "random_kl": {str(t): v for t, v in random_kl.items()}})
+                              "random_calibrations": [dataclasses.asdict(c) for c in random_calibrations]})
         return result
 
     def plan(self, task: LatentTask) -> Plan:
@@ -209,7 +213,8 @@ class InterventionScorer(Scorer):
                 for prefix in ("explanation", "generic"):
                     index[("random", prefix, target)] = read(prompt_text, randoms[target], prefix)
             prompts.append(PromptPlan(prompt_text, clean_text, steered, randoms, index))
-        state = {"calibrations": steering["calibrations"], "random_kl": steering["random_kl"], "prompts": prompts,
+        state = {"calibrations": steering["calibrations"],
+                 "random_calibrations": {c.target_kl: c for c in steering["random_calibrations"]}, "prompts": prompts,
                  "readings": readings, "shuffled": shuffled, "norm": steering["norm"]}
         return Plan(task, requests, state)
 
@@ -235,6 +240,7 @@ class InterventionScorer(Scorer):
         first = state["calibrations"][0].target_kl
         for calibration in state["calibrations"]:
             target = calibration.target_kl
+            random_calibration = state["random_calibrations"][target]
             for p in state["prompts"]:
                 index = p.readings
                 pairs = {"latent": (delta(index, "steered", "explanation", target),
@@ -245,16 +251,17 @@ class InterventionScorer(Scorer):
                     pairs["shuffled-explanation"] = (delta(index, "steered", "shuffled", target),
                                                      delta(index, "clean", "shuffled", None), p.steered[target])
                 for variant, (steered, clean, text) in pairs.items():
-                    failed = steered is None or clean is None or not calibration.reached
+                    steering = random_calibration if variant == "random-direction" else calibration
+                    failed = steered is None or clean is None or not steering.reached
                     value = None if failed else steered - clean
                     if value is not None:
                         values[variant][target].append(value)
                     used = [responses[i] for key, i in index.items() if _belongs(key, variant, target, first)]
-                    kl = calibration.achieved_kl if variant != "random-direction" else state["random_kl"][target]
-                    reason = None if calibration.reached else f"KL {target} not reached (best {calibration.achieved_kl:.3g})"
+                    reason = None if steering.reached else f"KL {target} not reached (best {steering.achieved_kl:.3g})"
                     examples.append(example_row(
                         task, self.name, None, used, variant=variant, target_kl=target, value=value,
-                        read_as="failed" if failed else "prompt-logprobs", scale=calibration.scale, achieved_kl=kl,
+                        read_as="failed" if failed else "prompt-logprobs", scale=steering.scale,
+                        achieved_kl=steering.achieved_kl,
                         prompt_text=p.prompt_text, steered_text=text, clean_text=p.clean_text,
                         explanation_used=state["shuffled"] if variant == "shuffled-explanation" else task.explanation,
                         error_reason=reason))
@@ -272,6 +279,8 @@ class InterventionScorer(Scorer):
             metrics[f"score_at_kl_{t:g}"] = _mean(values["latent"][t])
             metrics[f"scale_at_kl_{t:g}"] = calibration.scale
             metrics[f"achieved_kl_{t:g}"] = calibration.achieved_kl
+            metrics[f"random_scale_at_kl_{t:g}"] = state["random_calibrations"][t].scale
+            metrics[f"random_achieved_kl_{t:g}"] = state["random_calibrations"][t].achieved_kl
         return LatentResult(metrics, examples, [])
 
 
