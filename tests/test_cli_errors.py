@@ -159,3 +159,35 @@ def test_every_llm_option_takes_effect_or_is_refused(tmp_path):
                     "--llm-wait", "0.1")
     saved = RunConfig.load(tmp_path / "served").llm
     assert (saved.api, saved.concurrency, saved.url) == ("chat", 2, server.url)  # taken, and saved for Ray workers
+
+
+def test_set_changes_typed_settings_and_refuses_what_it_cannot(tmp_path):
+    """Test-set sizes and every other record, explain and score setting from the command line (audit: the
+    per-latent intervals at the defaults are wide and the sizes had no flag)."""
+    from lantern.config import RunConfig, with_settings
+    from lantern.errors import LanternError
+
+    cfg = with_settings(RunConfig(run_dir=str(tmp_path / "run")),
+                        ["records.n_test_per_decile=3", "records.explain_sampling=quantiles",
+                         "explainer.show_activations=true", "scoring.intervention_targets=0.5,2"])
+    assert (cfg.records.n_test_per_decile, cfg.records.explain_sampling) == (3, "quantiles")
+    assert cfg.explainer.show_activations is True and cfg.scoring.intervention_targets == (0.5, 2.0)
+    for bad, needle in [("records.n_tests=2", "records has no setting 'n_tests'"),
+                        ("n_test_per_decile=2", "expected section.name=value"),
+                        ("records.n_test_per_decile=two", "expected int"),
+                        ("records.n_test_per_decile=-1", "must not be negative"),
+                        ("records.explain_sampling=best", "unknown explain_sampling"),
+                        ("records.ctx_len=9999", "do not fit sequences")]:
+        with pytest.raises(LanternError, match=needle):
+            with_settings(RunConfig(run_dir=str(tmp_path / "run")), [bad])
+    with pytest.raises(LanternError, match="already has records built"):
+        with_settings(RunConfig(run_dir=str(tmp_path / "run")), ["records.n_test_per_decile=2"], records_built=True)
+
+    RunConfig(run_dir=str(tmp_path / "run")).save()
+    done = _lantern("records", "--run-dir", str(tmp_path / "run"), "--set", "records.n_tests=2")
+    _assert_one_clear_line(done, "records has no setting 'n_tests'", "n_test_per_decile")
+    (tmp_path / "run" / "records").mkdir()
+    (tmp_path / "run" / "records" / "sae.parquet").write_bytes(b"")
+    done = _lantern("records", "--run-dir", str(tmp_path / "run"), "--set", "records.n_test_per_decile=2")
+    _assert_one_clear_line(done, "already has records built", "use a new --run-dir")
+    assert RunConfig.load(tmp_path / "run").records.n_test_per_decile == 1  # nothing was changed

@@ -169,6 +169,9 @@ def test_balanced_accuracy_at_base_rate_reads_the_ranking_of_a_judge_that_always
     assert ranked["balanced_accuracy"] == 0.5
     assert ranked["balanced_accuracy_calibrated"] == ranked["auroc"] == 1.0
     assert ranked["balanced_accuracy_calibrated_ci_low"] == 1.0
+    # Brier reads the calibration the ranking hides: always "yes" at 0.6-0.95 is far from 0
+    assert ranked["brier"] == pytest.approx(np.mean([0.05**2, 0.1**2, 0.15**2, 0.8**2, 0.7**2, 0.6**2]))
+    assert classification_metrics([1, 0], [1.0, 0.0])["brier"] == 0.0
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, size=400)

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from lantern.config import CONFIG_FILE, LLMConfig, RunConfig, with_llm_options
+from lantern.config import CONFIG_FILE, LLMConfig, RunConfig, with_llm_options, with_settings
 from lantern.errors import LanternError
 from lantern.validate.variants import VARIANTS, parse_variants
 
@@ -176,6 +176,10 @@ ConcurrencyOpt = typer.Option(None, "--llm-concurrency", help="LLM calls in flig
                                                               "(default: the run's, else 8; HTTP servers only).")
 PromptLpOpt = typer.Option(None, "--llm-prompt-logprobs/--no-llm-prompt-logprobs",
                            help="The server returns prompt log-probs via `echo` (HTTP completions servers only).")
+SetOpt = typer.Option(None, "--set", help="Change one setting, section.name=value (repeatable); sections records, "
+                                          "explainer, scoring; e.g. --set records.n_test_per_decile=2 --set "
+                                          "records.explain_sampling=quantiles --set explainer.show_activations=true. "
+                                          "Records settings only before records are built.")
 WaitOpt = typer.Option(None, "--llm-wait", help="Seconds to wait, in all, for a server that went away mid-run to "
                                                 "come back before stopping (default: the run's, else 300).")
 ExplainerOpt = typer.Option(None, "--explainer", help="default, activations, cot, contrastive, output or ensemble "
@@ -255,17 +259,26 @@ def _repair(run_dir: Path) -> None:
 @clear_errors
 @locked()
 def records(run_dir: Path = typer.Option(..., "--run-dir"), executor: str = ExecutorOpt,
-            ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt):
+            ray_address: Optional[str] = RayAddressOpt, partitions: int = PartitionsOpt,
+            settings: Optional[list[str]] = SetOpt):
     """Build each latent's explain/test examples and verified negatives."""
     from lantern.pipeline.records_stage import run_records
 
     cfg = _load(run_dir)
+    if settings:
+        with_settings(cfg, settings, records_built=_records_built(cfg)).save()
     runner = _executor(executor, ray_address, partitions)
     try:
         result = run_records(cfg, executor=runner)
     finally:
         runner.close()
     console.print(f"records: {result['latents']} in {result['seconds']:.1f}s")
+
+
+def _records_built(cfg: RunConfig) -> bool:
+    from lantern.pipeline.files import RECORDS
+
+    return any((cfg.path / RECORDS).glob("*.parquet"))
 
 
 def _client_settings(cfg: RunConfig, url, llm_model, api, key_env, backend=None, concurrency=None,
@@ -367,7 +380,7 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         llm_concurrency: Optional[int] = ConcurrencyOpt, llm_prompt_logprobs: Optional[bool] = PromptLpOpt, explainer: Optional[str] = ExplainerOpt, candidates: Optional[int] = CandidatesOpt,
         scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt, executor: str = ExecutorOpt, ray_address: Optional[str] = RayAddressOpt,
         partitions: int = PartitionsOpt, examples_per_prompt: Optional[int] = PerPromptOpt,
-        llm_wait: Optional[float] = WaitOpt):
+        llm_wait: Optional[float] = WaitOpt, settings: Optional[list[str]] = SetOpt):
     """All stages: cache → records → explain → score, then print the summary."""
     from lantern.llm.factory import make_client
     from lantern.models.loading import load_subject_model
@@ -381,6 +394,8 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
                                             llm_prompt_logprobs, llm_wait), model=model, corpus=corpus,
                       coders=coders, layer=layer, tokens=tokens, latents=latents, seed=seed, batch_size=batch_size,
                       value_dtype=value_dtype, run_mb=run_mb)
+    if settings:
+        with_settings(cfg, settings, records_built=_records_built(cfg))
     _set_explainer(cfg, explainer, candidates, records_pending=True)
     _set_scorers(cfg, scorers, intervention_kl, examples_per_prompt)
     cfg.save()

@@ -120,3 +120,60 @@ class RunConfig:
         data["scoring"] = ScorerConfig(**data.get("scoring", {}))  # runs saved before scorer settings existed
         data["llm"] = LLMConfig(**data["llm"])
         return cls(**data)
+
+
+SETTING_SECTIONS = ("records", "explainer", "scoring")
+"""The nested settings `--set section.name=value` may change (LLM settings have their own options)."""
+
+
+def _parse_value(text: str, default, where: str):
+    """`text` as the type of the setting's default (bool, int, float, str, or a comma list for tuples)."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if isinstance(default, (tuple, list)):
+            kind = type(default[0]) if default else str
+            return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+        if default is None:
+            return text
+        return type(default)(text)
+    except ValueError:
+        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        raise LanternError(f"--set {where}={text!r}: expected {kind} (the default is {default!r})") from None
+
+
+def with_settings(cfg: RunConfig, assignments: list[str], records_built: bool = False) -> RunConfig:
+    """The config with each `section.name=value` applied (sections: records, explainer, scoring), typed by the
+    setting's default and checked by its section. Records settings cannot change once records are built: the
+    examples would no longer match the config (use a new --run-dir)."""
+    changes: dict[str, dict] = {}
+    for assignment in assignments:
+        where, sep, text = assignment.partition("=")
+        section, dot, name = where.strip().partition(".")
+        if not sep or not dot or section not in SETTING_SECTIONS:
+            raise LanternError(f"--set {assignment!r}: expected section.name=value with section one of "
+                               f"{', '.join(SETTING_SECTIONS)} (e.g. records.n_test_per_decile=2)")
+        current = getattr(cfg, section)
+        names = [f.name for f in dataclasses.fields(current)]
+        if name not in names:
+            raise LanternError(f"--set {assignment!r}: {section} has no setting {name!r}; it has {', '.join(names)}")
+        changes.setdefault(section, {})[name] = _parse_value(text.strip(), getattr(current, name), where)
+    for section, values in changes.items():
+        updated = replace(getattr(cfg, section), **values)
+        if section == "records" and records_built and updated != cfg.records:
+            raise LanternError(f"--set records.*: {cfg.path} already has records built with "
+                               f"{', '.join(f'{k}={getattr(cfg.records, k)!r}' for k in values)}; use a new --run-dir")
+        negative = [k for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0]
+        if negative:
+            raise LanternError(f"--set {section}.{negative[0]}: must not be negative")
+        if section == "records":
+            from lantern.records.build import check_window_fits
+
+            check_window_fits(updated, cfg.seq_len)
+        check = getattr(updated, "check", None)
+        if callable(check):
+            check()
+        setattr(cfg, section, updated)
+    return cfg

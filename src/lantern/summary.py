@@ -46,6 +46,7 @@ def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
                          "balanced_accuracy_calibrated_ci95": calibrated_ci, "metric": mine[0].get("metric") if mine else None,
                          "score": score, "score_ci95": score_ci, "mode": mine[0].get("mode") if mine else None,
                          "examples": sum(r["n"] for r in mine),
+                         "examples_per_latent": sum(r["n"] for r in mine) / len(mine) if mine else 0.0,
                          "failed_answers": sum(r["n_failed"] for r in mine),
                          "prompt_tokens_per_latent": float(np.mean([r["prompt_tokens"] for r in mine])) if mine else 0.0,
                          "completion_tokens_per_latent": float(np.mean([r.get("completion_tokens") or 0 for r in mine]))
@@ -99,7 +100,8 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
                       _fmt(r["balanced_accuracy"], r["balanced_accuracy_ci95"]),
                       _fmt(r.get("balanced_accuracy_calibrated", float("nan")),
                            r.get("balanced_accuracy_calibrated_ci95", float("nan"))),
-                      _fmt(r["auroc"], r["auroc_ci95"]), str(r["examples"]), str(r["failed_answers"]),
+                      _fmt(r["auroc"], r["auroc_ci95"]),
+                      f"{r['examples']} ({r.get('examples_per_latent', 0):.0f}/latent)", str(r["failed_answers"]),
                       str(r["explanations_failed"]),
                       f"{r['prompt_tokens_per_latent']:.0f} (+{r['explain_prompt_tokens_per_latent']:.0f} explain)")
     console.print(table)

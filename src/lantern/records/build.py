@@ -48,7 +48,7 @@ class RecordConfig:
     explain_sampling: str = "top"
     """`top` (strongest windows), `quantiles` (equal numbers per decile) or `random`."""
     n_test_per_decile: int = 1
-    """Activating test windows drawn from each activation decile (after removing explain windows)."""
+    """Activating test windows drawn from each activation decile (before the explain windows are chosen)."""
     n_validation_per_decile: int = 0
     """Activating validation windows per decile (for choosing among explanations), disjoint from test."""
     n_negatives: int = 6

@@ -68,14 +68,16 @@ def base_rate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> np.n
 CLASSIFICATION_FIGURES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
                           "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "auroc_ci_low", "auroc_ci_high",
                           "balanced_accuracy_calibrated", "balanced_accuracy_calibrated_ci_low",
-                          "balanced_accuracy_calibrated_ci_high")
+                          "balanced_accuracy_calibrated_ci_high", "brier")
 
 
 def classification_metrics(labels: list[int], probabilities: list[float | None], threshold: float = 0.5,
                            n_resamples: int = RESAMPLES) -> dict:
     """Accuracy, balanced accuracy (+95% CI), precision, recall, F1, AUROC (+95% CI), n, n_pos, n_neg,
-    n_failed; and `balanced_accuracy_calibrated` (+95% CI): the same with the threshold at the set's base rate
-    (`base_rate_predictions`), which reads the judge's ranking rather than its calibration."""
+    n_failed; `balanced_accuracy_calibrated` (+95% CI): the same with the threshold at the set's base rate
+    (`base_rate_predictions`), which reads the judge's ranking rather than its calibration; and `brier`, the mean
+    squared error of P(yes) (a proper scoring rule: 0 perfect, 0.25 for a judge that always says 0.5), which
+    reads its calibration."""
     y_all = np.asarray(labels, dtype=int)
     valid = np.asarray([p is not None for p in probabilities], dtype=bool)
     y = y_all[valid]
@@ -95,7 +97,8 @@ def classification_metrics(labels: list[int], probabilities: list[float | None],
             "balanced_accuracy_ci_low": low, "balanced_accuracy_ci_high": high,
             "auroc_ci_low": auroc_low, "auroc_ci_high": auroc_high,
             "balanced_accuracy_calibrated": _balanced_accuracy(y, at_rate),
-            "balanced_accuracy_calibrated_ci_low": rate_low, "balanced_accuracy_calibrated_ci_high": rate_high}
+            "balanced_accuracy_calibrated_ci_low": rate_low, "balanced_accuracy_calibrated_ci_high": rate_high,
+            "brier": float(np.mean((p - y) ** 2))}
 
 
 # --- proportions (accuracy of intruder choices, per-decile hit rates) ----------------------------------
