@@ -63,6 +63,9 @@ def wrong_marks(activations: list[float], right: list[bool], rng: np.random.Gene
 
 
 def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "test") -> list[dict]:
+    """A pair per activating window: its true marks and wrong marks of the same span structure. A window with no
+    room for the wrong copy (a dense latent fires almost everywhere in it) is left out, so every latent is
+    scored on pairs and a judge that reads only the marks' shape stays at chance."""
     out = []
     for ex in examples:
         if ex["split"] != split or ex["kind"] != "activating":
@@ -70,9 +73,10 @@ def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "
         right = activation_marks(ex["activations"], mark_threshold)
         rng = np.random.default_rng([seed, ex["latent"], ex["start"]])
         wrong = wrong_marks(ex["activations"], right, rng)
+        if wrong is None:
+            continue  # no room for a wrong copy: shown alone, its true marks' shape could again be a cue
         out.append({"example": ex, "label": 1, "variant": "true-marks", "marks": right})
-        if wrong is not None:
-            out.append({"example": ex, "label": 0, "variant": "wrong-marks", "marks": wrong})
+        out.append({"example": ex, "label": 0, "variant": "wrong-marks", "marks": wrong})
     return out
 
 
