@@ -236,3 +236,29 @@ def test_pooled_rows_average_latents_and_resample_latents_not_windows():
     assert spread["accuracy"] == pytest.approx(0.6)
     assert spread["accuracy_ci_low"] < 0.5 and spread["accuracy_ci_high"] > 0.7  # the spread of 5 latents
     assert math.isnan(pool_latent_rows(rows[:1])["auroc_ci_low"])  # one latent: nothing to resample
+
+
+def test_the_summary_is_readable_in_100_columns(tmp_path):
+    """A newcomer's terminal: no summary line wider than 100 columns, every coder and scorer on one row."""
+    from rich.console import Console
+
+    from lantern.summary import print_summary
+
+    row = {"coder": "neurons-topk32", "scorer": "detection", "latents": 32, "not_scored": 0, "explanations_failed": 1,
+           "balanced_accuracy": 0.6123, "balanced_accuracy_ci95": 0.0456, "auroc": 0.7012, "auroc_ci95": 0.0789,
+           "balanced_accuracy_calibrated": 0.655, "balanced_accuracy_calibrated_ci95": 0.05, "metric": "balanced_accuracy",
+           "score": 0.6123, "score_ci95": 0.0456, "mode": None, "examples": 768, "examples_per_latent": 24.0,
+           "failed_answers": 3, "prompt_tokens_per_latent": 3100.0, "completion_tokens_per_latent": 24.0,
+           "explain_prompt_tokens_per_latent": 1100.0}
+    summary = {"run_dir": "runs/x", "stage_seconds": {"cache": 90.0, "score": 490.0},
+               "rows": [row, {**row, "scorer": "fuzzing"}],
+               "llm": [{"stage": "score", "latents": 32, "calls": 1400, "cache_hits": 0, "failed": 3, "retries": 0,
+                        "prompt_tokens_per_latent": 6200.0, "completion_tokens_per_latent": 37.0,
+                        "paid_prompt_tokens": 198000, "evaluated_prompt_tokens": 105000}]}
+    console = Console(width=100, record=True)
+    print_summary(summary, console)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    lines = [line for line in text.splitlines() if "neurons-topk32" in line and "±" in line]
+    assert len(lines) == 2 and all("0.612±0.046" in line and "0.701±0.079" in line for line in lines)
+    assert "evaluated" in text and "105000" in text

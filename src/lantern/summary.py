@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pyarrow.parquet as pq
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from scipy import stats
@@ -82,34 +83,48 @@ def _llm_usage(cfg: RunConfig) -> list[dict]:
 def _fmt(mean: float, half: float) -> str:
     if math.isnan(mean):
         return "–"
-    return f"{mean:.3f}" + ("" if math.isnan(half) else f" ± {half:.3f}")
+    return f"{mean:.3f}" + ("" if math.isnan(half) else f"±{half:.3f}")
+
+
+SUMMARY_WIDTH = 100
+"""The summary fits a terminal of this many columns (wider terminals get their width)."""
+
+
+SHORT_METRIC = {"balanced_accuracy": "BA", "accuracy": "acc.", "auroc": "AUROC", "pearson": "r", "spearman": "ρ"}
 
 
 def print_summary(summary: dict, console: Console | None = None) -> None:
-    console = console or Console(width=max(140, Console().width))
-    table = Table(title="lantern: mean over latents (± 95% CI)")
-    for column in ("coder", "scorer", "latents", "score", "balanced acc.", "bal. acc. at base rate", "AUROC",
-                   "examples", "failed answers",
-                   "failed expl.", "prompt tok./latent"):
-        table.add_column(column, overflow="fold")
+    console = console or Console(width=max(SUMMARY_WIDTH, Console().width))
+    table = Table(title="lantern: mean over latents ± 95% CI", box=box.SIMPLE_HEAD,
+                  caption="BA: balanced accuracy at P(yes) 0.5; BA*: at the set's base rate (as many yes as "
+                          "positives); ex.: examples per latent")
+    table.add_column("coder", overflow="fold")
+    for column in ("scorer", "latents", "headline", "AUROC", "BA*", "ex.", "failed"):
+        table.add_column(column, no_wrap=True)
     for r in summary["rows"]:
-        headline = r.get("metric") or ""
+        metric = SHORT_METRIC.get(r.get("metric") or "", r.get("metric") or "")
+        headline = f"{metric} {_fmt(r.get('score', float('nan')), r.get('score_ci95', float('nan')))}".strip()
         headline += f" ({r['mode']})" if r.get("mode") else ""
-        table.add_row(r["coder"], r["scorer"], str(r["latents"]),
-                      f"{headline} {_fmt(r.get('score', float('nan')), r.get('score_ci95', float('nan')))}".strip(),
-                      _fmt(r["balanced_accuracy"], r["balanced_accuracy_ci95"]),
+        latents = str(r["latents"]) + (f" (+{r['not_scored']} not scored)" if r.get("not_scored") else "")
+        table.add_row(r["coder"], r["scorer"], latents, headline, _fmt(r["auroc"], r["auroc_ci95"]),
                       _fmt(r.get("balanced_accuracy_calibrated", float("nan")),
                            r.get("balanced_accuracy_calibrated_ci95", float("nan"))),
-                      _fmt(r["auroc"], r["auroc_ci95"]),
-                      f"{r['examples']} ({r.get('examples_per_latent', 0):.0f}/latent)", str(r["failed_answers"]),
-                      str(r["explanations_failed"]),
-                      f"{r['prompt_tokens_per_latent']:.0f} (+{r['explain_prompt_tokens_per_latent']:.0f} explain)")
+                      f"{r.get('examples_per_latent', 0):.0f}", str(r["failed_answers"]))
     console.print(table)
+    failed = {r["coder"]: r["explanations_failed"] for r in summary["rows"]}
+    if any(failed.values()):
+        console.print("failed explanations: " + ", ".join(f"{coder} {n}" for coder, n in failed.items()))
+    tokens = {(r["coder"]): (r["prompt_tokens_per_latent"], r["explain_prompt_tokens_per_latent"])
+              for r in summary["rows"]}
+    console.print("prompt tokens per latent (score + explain): " + ", ".join(
+        f"{coder} {score:.0f} + {explain:.0f}" for coder, (score, explain) in tokens.items()))
     if summary.get("llm"):
-        usage = Table(title="LLM calls per stage (tokens per latent; paid = not from the response cache)")
-        for column in ("stage", "latents", "calls", "cache hits", "failed", "retries", "prompt tok./latent",
-                       "completion tok./latent", "paid prompt tok.", "evaluated prompt tok."):
-            usage.add_column(column)
+        usage = Table(title="LLM calls per stage", box=box.SIMPLE_HEAD,
+                      caption="prompt, completion: tokens per latent; paid: prompt tokens not from the response "
+                              "cache; evaluated: prompt tokens not from the KV cache of the previous prompt")
+        for column in ("stage", "latents", "calls", "cached", "failed", "retries", "prompt", "completion", "paid",
+                       "evaluated"):
+            usage.add_column(column, no_wrap=True)
         for u in summary["llm"]:
             usage.add_row(u["stage"], str(u["latents"]), str(u["calls"]), str(u["cache_hits"]), str(u["failed"]),
                           str(u["retries"]), f"{u['prompt_tokens_per_latent']:.0f}",
