@@ -151,12 +151,17 @@ def _load(run_dir: Path) -> RunConfig:
 
 ModelOpt = typer.Option("embedded", "--model", help="`embedded` (Gemma 3 270M), a local directory or a hub id.")
 CorpusOpt = typer.Option("embedded", "--corpus", help="`embedded`, text/jsonl/parquet file or folder, or a dataset name.")
-CodersOpt = typer.Option("sae,neurons,neurons-topk", "--coders", help="Comma list: sae, neurons, neurons-topk[:K], or sparsify folders.")
+CodersOpt = typer.Option("sae,neurons,neurons-topk", "--coders", help=(
+    "Comma list of: sae (the shipped SAE at layer 6), neurons (MLP neurons at --layer), neurons-topk[:K] (neurons "
+    "kept to the K strongest per token, default 32), random[:N[:K]] (N random directions, a control), planted "
+    "(latents with known rules, as `validate` uses), or a folder of a sparsify or SAELens checkpoint; a folder "
+    "with several hookpoints takes PATH:HOOK to pick one."))
 LayerOpt = typer.Option(6, "--layer", help="Layer of the neuron coders.")
 TokensOpt = typer.Option(65_536, "--tokens", help="Tokens to cache.")
 LatentsOpt = typer.Option(3, "--latents", help="Latents to explain and score per coder (3 keeps the default run "
                                                 "under 15 min on 2 CPU cores with the embedded 1.5B model).")
-SeedOpt = typer.Option(0, "--seed")
+SeedOpt = typer.Option(0, "--seed", help="Seed of every random choice (latents sampled, windows drawn, negatives, "
+                                          "shuffled baselines): the same seed gives the same run.")
 BatchOpt = typer.Option(16, "--batch-size", help="Sequences per forward pass when caching.")
 DtypeOpt = typer.Option("float16", "--value-dtype", help="Cached activation precision: float16 or bfloat16.")
 RunMbOpt = typer.Option(64.0, "--run-mb", help="Cache writer memory per coder (MB) before a sorted run is spilled.")
