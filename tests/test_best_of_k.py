@@ -63,14 +63,19 @@ def test_the_best_candidate_is_chosen_on_validation_and_scored_on_test(run, toke
     cfg, rows, judge = run
     run_score(cfg, judge, tokenizer)
     selection = pq.read_table(cfg.path / SELECTION).to_pylist()
-    assert {r["explanation"] for r in selection if r["chosen"]} == {"good"}
+    # a latent whose validation windows hold no negative (a dense latent of the tiny model) cannot be judged:
+    # its candidates all score nan and the first is kept; every other latent must get "good"
+    decided = {r["latent"] for r in selection if r["validation_balanced_accuracy"] == r["validation_balanced_accuracy"]}
+    assert len(decided) >= 2
+    assert {r["explanation"] for r in selection if r["chosen"] and r["latent"] in decided} == {"good"}
     # (a few windows of this small real corpus have the same text as an activating one: the judge errs there)
-    for latent in {r["latent"] for r in selection}:
+    for latent in decided:
         ba = {r["explanation"]: r["validation_balanced_accuracy"] for r in selection if r["latent"] == latent}
         assert ba["good"] >= 0.8 and ba["vague"] == pytest.approx(0.5) and ba["bad"] <= 0.2
     assert all(r["validation_n"] > 0 for r in selection)
     scores = pq.read_table(cfg.path / "scores.parquet").to_pylist()
-    assert len(scores) == 3 and all(s["balanced_accuracy"] >= 0.8 for s in scores)  # only the winner was scored
+    assert len(scores) == 3  # only the winner was scored
+    assert all(s["balanced_accuracy"] >= 0.8 for s in scores if s["latent"] in decided)
     examples = pq.read_table(cfg.path / "examples.parquet").to_pylist()
     test_starts = {(e["latent"], e["start"]) for e in examples}
     validation_starts = {(r["latent"], r["start"]) for r in rows if r["split"] == "validation"}

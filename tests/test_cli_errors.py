@@ -144,6 +144,8 @@ def test_every_llm_option_takes_effect_or_is_refused(tmp_path):
     assert (changed.concurrency, changed.prompt_logprobs, changed.api_key_env, changed.outage_wait, changed.url) == (
         3, True, "MY_KEY", 5.0, server.url)
     assert with_llm_options(server) == server  # nothing given: nothing changes
+    chat = with_llm_options(server, api="chat")
+    assert with_llm_options(chat, url=server.url, backend="auto").api == "chat"  # the run's own LLM again: kept
     assert with_llm_options(server, model="embedded") == LLMConfig(model="embedded")  # another LLM: the defaults
     with pytest.raises(LanternError, match=r"--llm-concurrency only apply to an HTTP server"):
         with_llm_options(LLMConfig(), concurrency=4)
@@ -172,6 +174,8 @@ def test_set_changes_typed_settings_and_refuses_what_it_cannot(tmp_path):
                          "explainer.show_activations=true", "scoring.intervention_targets=0.5,2"])
     assert (cfg.records.n_test_per_decile, cfg.records.explain_sampling) == (3, "quantiles")
     assert cfg.explainer.show_activations is True and cfg.scoring.intervention_targets == (0.5, 2.0)
+    assert with_settings(cfg, ["scoring.embedding_layer=4"]).scoring.embedding_layer == 4  # an `int | None` setting
+    assert with_settings(cfg, ["scoring.embedding_layer=none"]).scoring.embedding_layer is None
     for bad, needle in [("records.n_tests=2", "records has no setting 'n_tests'"),
                         ("n_test_per_decile=2", "expected section.name=value"),
                         ("records.n_test_per_decile=two", "expected int"),

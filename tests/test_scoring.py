@@ -29,7 +29,7 @@ def lp(p: float) -> float:
     ({"Yes": lp(0.9)}, "", (1.0, "logprobs")),
     ({"Yes": lp(0.01), "The": lp(0.9)}, "The", (None, "low-mass")),  # yes at 1%, no absent: not P(yes) = 1
     ({" Yes": lp(0.3), " no": lp(0.1), "The": lp(0.6)}, "The", (None, "low-mass")),  # 0.4 of the mass < 0.5
-    ({"The": lp(0.5), "A": lp(0.2)}, " Yes, it is", (1.0, "text")),  # no yes/no token: read the text
+    ({"The": lp(0.5), "A": lp(0.2)}, " Yes, it is", (None, "low-mass")),  # log-probs say neither: not read
     ({}, "No.", (0.0, "text")),
     (None, "**yes**", (1.0, "text")),
     (None, "  n", (0.0, "text")),
@@ -49,6 +49,7 @@ def test_the_yes_no_mass_is_recorded_and_the_floor_is_a_setting():
     assert answer.mass == pytest.approx(0.9) and answer.p_yes == pytest.approx(0.7 / 0.9)
     assert read_yes_no(Response(text="Yes", first_token_logprobs={"Yes": lp(0.3), "A": lp(0.7)}), floor=0.2).p_yes == 1.0
     assert read_yes_no(Response(text="Yes")).mass is None  # no log-probs: nothing to say about the mass
+    assert read_yes_no(Response(text="**", first_token_logprobs={"**": lp(0.9)}), floor=0).read_as == "low-mass"
 
 
 def test_a_failed_call_is_never_read_as_an_answer():
@@ -170,6 +171,11 @@ def test_balanced_accuracy_at_base_rate_reads_the_ranking_of_a_judge_that_always
     assert ranked["balanced_accuracy_calibrated"] == ranked["auroc"] == 1.0
     assert ranked["balanced_accuracy_calibrated_ci_low"] == 1.0
     # Brier reads the calibration the ranking hides: always "yes" at 0.6-0.95 is far from 0
+    # 0/1 answers (list mode, text-read): ties at the threshold share the yes calls instead of all saying yes
+    ties = classification_metrics([1] * 5 + [0] * 5, [1, 1, 1, 0, 0] + [0] * 5)
+    assert ties["balanced_accuracy"] == pytest.approx(0.8)
+    # 3 ones called yes, the 7 zeros share the 2 remaining calls (2/7 each): TPR = TNR = 5/7
+    assert ties["balanced_accuracy_calibrated"] == pytest.approx(5 / 7)
     assert ranked["brier"] == pytest.approx(np.mean([0.05**2, 0.1**2, 0.15**2, 0.8**2, 0.7**2, 0.6**2]))
     assert classification_metrics([1, 0], [1.0, 0.0])["brier"] == 0.0
 

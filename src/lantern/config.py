@@ -51,15 +51,17 @@ SERVER_OPTIONS = {"api": "--llm-api", "api_key_env": "--llm-key-env", "prompt_lo
 
 def with_llm_options(saved: LLMConfig, **given) -> LLMConfig:
     """The LLM settings a command runs with: every option the user gave (not None) takes effect, or is refused
-    with the reason. Naming another LLM (`url`, `model`, `backend`) starts from the defaults; otherwise the given
-    options change the run's saved settings (so `--llm-api chat` alone switches the run's server to chat)."""
+    with the reason. Naming another LLM (a `url`, `model` or `backend` other than the saved one) starts from the
+    defaults; otherwise the given options change the run's saved settings (so `--llm-api chat` alone switches
+    the run's server to chat, and repeating the run's own `--llm-url` changes nothing)."""
     from lantern.llm.factory import resolve_backend
 
     given = {key: value for key, value in given.items() if value is not None}
     unknown = set(given) - set(LLMConfig.__dataclass_fields__)
     if unknown:
         raise ValueError(f"not LLM settings: {sorted(unknown)}")
-    base = LLMConfig() if given.keys() & set(NEW_LLM_OPTIONS) else saved
+    another_llm = any(key in given and given[key] != getattr(saved, key) for key in NEW_LLM_OPTIONS)
+    base = LLMConfig() if another_llm else saved
     cfg = replace(base, **given)
     if cfg.api not in ("completions", "chat"):
         raise LanternError(f"--llm-api must be completions or chat, not {cfg.api!r}")
@@ -126,8 +128,22 @@ SETTING_SECTIONS = ("records", "explainer", "scoring")
 """The nested settings `--set section.name=value` may change (LLM settings have their own options)."""
 
 
-def _parse_value(text: str, default, where: str):
-    """`text` as the type of the setting's default (bool, int, float, str, or a comma list for tuples)."""
+def _optional_type(section_cls, name: str):
+    """The non-None type of an `X | None` setting (None when the annotation says nothing more)."""
+    import typing
+
+    hint = typing.get_type_hints(section_cls).get(name)
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float, str, bool) else None
+
+
+def _parse_value(text: str, default, where: str, kind=None):
+    """`text` as the type of the setting's default (bool, int, float, str, or a comma list for tuples); a
+    setting whose default is None takes `kind` (from its annotation), and `none` sets it back to None."""
+    if kind is not None and text.lower() in ("none", "null"):
+        return None
+    if default is None:
+        default = kind("0") if kind in (int, float) else (False if kind is bool else "")
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
@@ -136,8 +152,6 @@ def _parse_value(text: str, default, where: str):
         if isinstance(default, (tuple, list)):
             kind = type(default[0]) if default else str
             return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-        if default is None:
-            return text
         return type(default)(text)
     except ValueError:
         kind = "true/false" if isinstance(default, bool) else type(default).__name__
@@ -159,7 +173,8 @@ def with_settings(cfg: RunConfig, assignments: list[str], records_built: bool = 
         names = [f.name for f in dataclasses.fields(current)]
         if name not in names:
             raise LanternError(f"--set {assignment!r}: {section} has no setting {name!r}; it has {', '.join(names)}")
-        changes.setdefault(section, {})[name] = _parse_value(text.strip(), getattr(current, name), where)
+        changes.setdefault(section, {})[name] = _parse_value(text.strip(), getattr(current, name), where,
+                                                             _optional_type(type(current), name))
     for section, values in changes.items():
         updated = replace(getattr(cfg, section), **values)
         if section == "records" and records_built and updated != cfg.records:

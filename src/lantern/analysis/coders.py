@@ -51,6 +51,8 @@ def run(ctx: Context) -> Analysed:
         else:
             reasons = lost.setdefault((r["scorer"], r["coder"]), {})
             reasons[lost_because(r)] = reasons.get(lost_because(r), 0) + 1
+    for scorer, _ in lost:  # a scorer whose every latent was lost still has a metric name
+        metrics.setdefault(scorer, next(headline(r)[1] for r in rows if r["scorer"] == scorer))
     scorers = sorted(s for s in metrics if sum(1 for (sc, _) in values if sc == s) >= 2)
     if not scorers:
         raise Skip(f"needs scores of two coders or more under one scorer; the run's coders with usable scores: "
@@ -60,14 +62,16 @@ def run(ctx: Context) -> Analysed:
     summary, tests = [], []
     for scorer in scorers:
         coders = sorted(c for s, c in values if s == scorer)
-        for coder in coders:
-            m = mean_ci(values[(scorer, coder)], ctx.resamples, ctx.seed)
+        for coder in sorted({c for s, c in [*values, *lost] if s == scorer}):
             reasons = lost.get((scorer, coder), {})
-            summary.append({"scorer": scorer, "metric": metrics[scorer], "coder": coder, "latents": m.n,
+            mine = values.get((scorer, coder), [])
+            m = mean_ci(mine, ctx.resamples, ctx.seed) if mine else None
+            summary.append({"scorer": scorer, "metric": metrics[scorer], "coder": coder, "latents": len(mine),
                             "latents_lost": sum(reasons.values()),
                             "lost_because": "; ".join(f"{n} {why}" for why, n in sorted(reasons.items())),
-                            "mean": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
-                            "median": float(np.median(values[(scorer, coder)]))})
+                            "mean": m.value if m else np.nan, "ci_low": m.ci_low if m else np.nan,
+                            "ci_high": m.ci_high if m else np.nan,
+                            "median": float(np.median(mine)) if mine else np.nan})
         mine = []
         for a, b in itertools.combinations(coders, 2):
             d = mann_whitney(values[(scorer, a)], values[(scorer, b)])

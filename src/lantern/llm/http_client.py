@@ -114,19 +114,34 @@ class HTTPClient(LLMClient):
     def cache_identity(self) -> dict:
         """The API kind and the servers, plus, when no model was named (`default`: the server decides), the model
         ids the servers report at `/models`: switching `--llm-api`, pointing at another server or loading another
-        model into the same one never replays old answers. A server that does not list its models is keyed by
-        its URL only."""
+        model into the same one never replays old answers. A server that answers `/models` with an error does not
+        list its models and is keyed by its URL only; one that cannot be reached is waited for (up to
+        `outage_wait`), since a key made without its answer would differ from every later one."""
         identity: dict = {"api": self.api, "servers": sorted(self.base_urls)}
         if self.model_id == "default":
-            identity["served"] = sorted({model for url in self.base_urls for model in self._served_models(url)})
+            served = [model for url in self.base_urls for model in self._served_models(url)]
+            if served:
+                identity["served"] = sorted(set(served))
         return identity
 
     def _served_models(self, url: str) -> list[str]:
-        try:
-            reply = httpx.get(f"{url}/models", headers=self._headers, timeout=min(self.timeout, 10.0))
-            return [str(m["id"]) for m in reply.json().get("data", [])] if reply.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
-            return []
+        deadline = time.monotonic() + self.outage_wait
+        while True:
+            try:
+                reply = httpx.get(f"{url}/models", headers=self._headers, timeout=min(self.timeout, 10.0))
+            except httpx.TransportError as err:
+                if time.monotonic() >= deadline:
+                    raise LanternError(
+                        f"LLM server at {url} does not answer ({type(err).__name__}); start it, or name the model "
+                        f"with --llm-model so its answers can be cached without asking the server") from err
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+                continue
+            if reply.status_code != 200:
+                return []
+            try:
+                return [str(m["id"]) for m in reply.json().get("data", [])]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return []
 
     def _body(self, r: Request) -> tuple[str, dict]:
         common = {"model": self.model_id, "max_tokens": r.max_tokens, "temperature": r.temperature}

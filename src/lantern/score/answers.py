@@ -27,7 +27,8 @@ class YesNo:
 
 def read_yes_no(response: Response, floor: float = YES_NO_FLOOR) -> YesNo:
     """P(yes) renormalised over yes/no from log-probs where yes + no hold at least `floor` of the mass; an answer
-    whose mass is below it fails (`low-mass`); without log-probs the answer's first word is read."""
+    whose mass is below it (none at all included) fails (`low-mass`), whatever its text says; only without
+    log-probs is the answer's first word read."""
     if not response.ok:
         return YesNo(None, "failed")
     mass = None
@@ -40,10 +41,9 @@ def read_yes_no(response: Response, floor: float = YES_NO_FLOOR) -> YesNo:
             elif word in _NO:
                 p_no += math.exp(lp)
         mass = min(p_yes + p_no, 1.0)
-        if mass >= floor:
+        if mass > 0 and mass >= floor:
             return YesNo(p_yes / (p_yes + p_no), "logprobs", mass)
-        if mass > 0:
-            return YesNo(None, "low-mass", mass)
+        return YesNo(None, "low-mass", mass)
     match = re.match(r"\W*(\w+)", response.text or "")
     if match:
         word = match.group(1).lower()

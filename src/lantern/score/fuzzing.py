@@ -42,24 +42,32 @@ def spans(marks: list[bool]) -> list[tuple[int, int]]:
     return out
 
 
+LAYOUT_TRIES = 20
+"""Random layouts tried for a window's wrong marks before it counts as having no room (placing spans one by one
+can block a later span where another layout fits)."""
+
+
 def wrong_marks(activations: list[float], right: list[bool], rng: np.random.Generator) -> list[bool] | None:
     """Marks with the same span structure as `right` (as many runs, of the same lengths, none touching another)
-    on tokens where the latent is exactly zero; None if the window has no room for them.
+    on tokens where the latent is exactly zero; None if no layout was found in `LAYOUT_TRIES` tries.
 
     Why the structure: marks on neighbouring tokens are shown as one span, so k scattered wrong marks against
     1-2 true spans would be a cue a judge could answer from without reading the explanation."""
     silent = np.asarray(activations) == 0
     n = len(activations)
-    marks = [False] * n
     lengths = sorted((length for _, length in spans(right)), reverse=True)  # longest first: they need most room
-    for length in lengths:
-        starts = [s for s in range(n - length + 1)
-                  if silent[s:s + length].all() and not any(marks[max(s - 1, 0):s + length + 1])]
-        if not starts:
-            return None
-        start = int(rng.choice(starts))
-        marks[start:start + length] = [True] * length
-    return marks
+    for _ in range(LAYOUT_TRIES):
+        marks = [False] * n
+        for length in lengths:
+            starts = [s for s in range(n - length + 1)
+                      if silent[s:s + length].all() and not any(marks[max(s - 1, 0):s + length + 1])]
+            if not starts:
+                break
+            start = int(rng.choice(starts))
+            marks[start:start + length] = [True] * length
+        else:
+            return marks
+    return None
 
 
 def items(examples: list[dict], mark_threshold: float, seed: int, split: str = "test") -> list[dict]:

@@ -236,6 +236,7 @@ class InterventionScorer(Scorer):
 
         values: dict[str, dict[float, list[float]]] = {v: {c.target_kl: [] for c in state["calibrations"]}
                                                         for v in VARIANTS}
+        matched: dict[float, list[float]] = {c.target_kl: [] for c in state["calibrations"]}
         examples = []
         first = state["calibrations"][0].target_kl
         for calibration in state["calibrations"]:
@@ -252,12 +253,19 @@ class InterventionScorer(Scorer):
                                                      delta(index, "clean", "shuffled", None), p.steered[target])
                 for variant, (steered, clean, text) in pairs.items():
                     steering = random_calibration if variant == "random-direction" else calibration
-                    failed = steered is None or clean is None or not steering.reached
+                    # the random control counts only where the latent reached the same KL: its mean is then over
+                    # the same targets as the latent's it is compared with
+                    reached = steering.reached and (variant != "random-direction" or calibration.reached)
+                    failed = steered is None or clean is None or not reached
                     value = None if failed else steered - clean
                     if value is not None:
                         values[variant][target].append(value)
+                        if variant == "latent" and random_calibration.reached:
+                            matched[target].append(value)
                     used = [responses[i] for key, i in index.items() if _belongs(key, variant, target, first)]
-                    reason = None if steering.reached else f"KL {target} not reached (best {steering.achieved_kl:.3g})"
+                    reason = None if reached else (
+                        f"KL {target} not reached (best {steering.achieved_kl:.3g})" if not steering.reached
+                        else f"KL {target} not reached by the latent: no control to compare")
                     examples.append(example_row(
                         task, self.name, None, used, variant=variant, target_kl=target, value=value,
                         read_as="failed" if failed else "prompt-logprobs", scale=steering.scale,
@@ -272,6 +280,7 @@ class InterventionScorer(Scorer):
         metrics = {"score": _mean_of_means(values["latent"]), "score_ci_low": low, "score_ci_high": high,
                    "n": len(pooled["latent"]), "n_failed": expected - len(pooled["latent"]),
                    "random_direction_score": _mean_of_means(values["random-direction"]),
+                   "score_where_random_reached": _mean_of_means(matched),
                    "shuffled_explanation_score": _mean_of_means(values["shuffled-explanation"]),
                    "decoder_norm": state["norm"]}
         for calibration in state["calibrations"]:

@@ -50,6 +50,7 @@ class IntruderScorer(Scorer):
         self.pools = {coder: {latent: _activating_test(rows) for latent, rows in latents.items()}
                       for coder, latents in context.records.items()}
         self._caches: dict = {}
+        self._firing: dict = {}
 
     def _fires_on(self, coder: str, latent: int, window: dict) -> bool:
         """Whether `latent` is non-zero anywhere in `window`, read from the run's cache."""
@@ -61,14 +62,19 @@ class IntruderScorer(Scorer):
                 raise LanternError("the intruder scorer checks each intruder against the run's cache: it needs the "
                                    "run's config in its context")
             self._caches[coder] = LatentCache(self.context.config.path / CACHE, coder)
-        tokens, _ = self._caches[coder].activations(latent)
+        if (coder, latent) not in self._firing:
+            self._firing = {(coder, latent): self._caches[coder].activations(latent)[0]}  # one latent at a time
+        tokens = self._firing[(coder, latent)]
         lo = np.searchsorted(tokens, window["start"])
         return lo < len(tokens) and tokens[lo] < window["start"] + len(window["tokens"])
 
     def _trials(self, windows: list[dict]) -> list[list[dict]]:
         k = self.settings.intruder_windows
         ordered = sorted(windows, key=lambda r: (-r["decile"], r["start"]))
-        trials = [ordered[s:s + k] for s in range(0, len(ordered) - k + 1, k)]
+        n_trials = len(ordered) // k
+        # the windows left over are dropped from across the range, not all from the weak end
+        kept = [ordered[int(i)] for i in np.round(np.linspace(0, len(ordered) - 1, n_trials * k))] if n_trials else []
+        trials = [kept[s:s + k] for s in range(0, len(kept), k)]
         if self.settings.intruder_trials and len(trials) > self.settings.intruder_trials:
             keep = sorted({int(round(x)) for x in np.linspace(0, len(trials) - 1, self.settings.intruder_trials)})
             trials = [trials[i] for i in keep]

@@ -57,12 +57,25 @@ def base_rate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> np.n
     Why: a small judge can rank right and still answer "yes" (P >= 0.5) to nearly everything, which makes
     balanced accuracy at 0.5 read 0.500 whatever it ranks. The scorer built the set, so how many items are
     positive is known by design; putting the threshold at that base rate uses no item's label, only the count.
-    Ties at the threshold are all called yes."""
-    k = int((labels == 1).sum())
-    if k == 0 or k == len(labels):
-        return np.zeros(len(labels), dtype=int) if k == 0 else np.ones(len(labels), dtype=int)
+    Items tied at the threshold share the remaining yes calls (a fractional prediction each), so 0/1 answers
+    or a run of P(yes) = 1.0 are neither all called yes nor cut in an arbitrary order."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    k = int((np.asarray(labels) == 1).sum())
+    predictions = np.zeros(len(probabilities))
+    if k == 0:
+        return predictions
     threshold = np.sort(probabilities)[::-1][k - 1]
-    return (probabilities >= threshold).astype(int)
+    above, tied = probabilities > threshold, probabilities == threshold
+    predictions[above] = 1.0
+    predictions[tied] = (k - above.sum()) / tied.sum()
+    return predictions
+
+
+def _balanced_accuracy_of(labels: np.ndarray, predictions: np.ndarray) -> float:
+    """Balanced accuracy of (possibly fractional) yes predictions."""
+    if len(np.unique(labels)) < 2:
+        return NAN
+    return float((predictions[labels == 1].mean() + 1 - predictions[labels == 0].mean()) / 2)
 
 
 CLASSIFICATION_FIGURES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
@@ -96,7 +109,7 @@ def classification_metrics(labels: list[int], probabilities: list[float | None],
             "precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc(y, p),
             "balanced_accuracy_ci_low": low, "balanced_accuracy_ci_high": high,
             "auroc_ci_low": auroc_low, "auroc_ci_high": auroc_high,
-            "balanced_accuracy_calibrated": _balanced_accuracy(y, at_rate),
+            "balanced_accuracy_calibrated": _balanced_accuracy_of(y, at_rate),
             "balanced_accuracy_calibrated_ci_low": rate_low, "balanced_accuracy_calibrated_ci_high": rate_high,
             "brier": float(np.mean((p - y) ** 2))}
 
@@ -318,13 +331,14 @@ def pool_latent_rows(rows: list[dict], n_resamples: int = RESAMPLES) -> dict:
     """One group's rows of several latents (a decile, a negative source) pooled: `n` and `n_failed` summed, each
     figure the mean over the latents that have it, its interval from resampling latents (a cluster bootstrap:
     windows of one latent are not independent, and one latent's AUROC is not on another's score scale).
-    `interval_unit` says so; `n_latents` counts the latents behind each mean."""
+    `interval_unit` says so; `n_latents` counts the group's latents, `<figure>_latents` those behind each mean."""
     out = dict.fromkeys(FIGURES, NAN)
     out.update(n=int(sum(r.get("n") or 0 for r in rows)), n_failed=int(sum(r.get("n_failed") or 0 for r in rows)),
                interval_unit="latents", n_latents=len(rows))
     for name in POOLED_FIGURES:
         values = np.asarray([r.get(name) for r in rows if r.get(name) is not None], dtype=float)
         values = values[np.isfinite(values)]
+        out[f"{name}_latents"] = len(values)
         if len(values):
             out[name] = float(values.mean())
             if name != "mean_score":
