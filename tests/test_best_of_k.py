@@ -90,3 +90,27 @@ def test_candidates_without_validation_windows_are_a_clear_error(run, tokenizer)
     cfg.records = RecordConfig(n_validation_per_decile=0)
     with pytest.raises(LanternError, match="needs validation windows"):
         run_score(cfg, judge, tokenizer)
+
+
+def test_every_latent_is_chosen_before_scoring_so_borrowed_explanations_are_the_chosen_ones(run, tokenizer,
+                                                                                            monkeypatch):
+    """Audit defect: the shuffled-explanation baseline borrowed another latent's candidate 0 ("vague" here), not
+    the candidate best-of-k chose for it."""
+    from lantern.pipeline import score_stage
+
+    cfg, _, judge = run
+    seen = []
+    real = score_stage.score_partition
+
+    def spy(cfg, index, explanations, coders, every_explanation):
+        seen.append((explanations, every_explanation))
+        return real(cfg, index, explanations, coders, every_explanation)
+
+    monkeypatch.setattr(score_stage, "score_partition", spy)
+    run_score(cfg, judge, tokenizer)
+    selection = pq.read_table(cfg.path / SELECTION).to_pylist()
+    chosen = {(r["coder"], r["latent"]): r["explanation"] for r in selection if r["chosen"]}
+    (explanations, borrowed), = seen
+    assert borrowed == chosen and "good" in borrowed.values()
+    assert len(explanations) == len(chosen)  # the scoring partition got one explanation per latent
+    assert not (cfg.path / "partitions").exists()

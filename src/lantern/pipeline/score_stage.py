@@ -207,10 +207,39 @@ STAGE_FILES = [EXAMPLES, SCORES, SCORES_BY_DECILE, SCORES_BY_SOURCE, SELECTION, 
                "usage/score.parquet"]
 
 
+CHOSEN = "chosen.parquet"
+"""A selection partition's chosen explanation rows (read by the stage, not kept in the run directory)."""
+
+
+def select_partition(cfg: RunConfig, index: int, explanations: list[dict], coders: list[str]) -> dict:
+    """Best-of-k for some latents (a Ray task, or a call in this process) into a `select` partition folder."""
+    def write(folder):
+        records = {coder: examples_by_latent(records_file(cfg.path, coder)) for coder in coders}
+        chosen = choose_candidates(cfg, resources.llm_client(cfg), resources.tokenizer(cfg), explanations, records,
+                                   out=folder)
+        write_parquet(folder / CHOSEN, chosen)
+        return {"chosen": len(chosen)}
+
+    return partitions.write_partition(cfg.path, "select", index, write)
+
+
+def _select(cfg: RunConfig, executor: Executor, groups: list[list[dict]], coders: list[str]) -> list[list[dict]]:
+    """Choose every latent's candidate before any is scored, so the scoring partitions see the chosen
+    explanations of all latents (the shuffled-explanation baseline borrows another latent's chosen one, not its
+    first candidate). Returns the groups with one explanation per latent."""
+    partitions.begin(cfg.path, "select")
+    executor.map(select_partition, [(cfg, i, group, coders) for i, group in enumerate(groups)], "select")
+    folders = partitions.finished(cfg.path, "select", len(groups))
+    chosen = [pq.read_table(f / CHOSEN).to_pylist() for f in folders]
+    partitions.merge(cfg.path, "select", len(groups), [SELECTION, "usage/select.parquet"])
+    partitions.end(cfg.path, "select")
+    return chosen
+
+
 def _first_explanations(explanations: list[dict]) -> dict[tuple[str, int], str]:
-    """Each latent's first explanation, over the whole stage and not only a partition's latents, so a scorer that
-    borrows another latent's explanation (the intervention's shuffled baseline) chooses the same one whatever the
-    partitioning."""
+    """Each latent's explanation (the chosen one, after best-of-k), over the whole stage and not only a
+    partition's latents, so a scorer that borrows another latent's explanation (the intervention's shuffled
+    baseline) chooses the same one whatever the partitioning."""
     out: dict[tuple[str, int], str] = {}
     for row in explanations:
         out.setdefault((row["coder"], row["latent"]), row["explanation"])
@@ -274,9 +303,11 @@ def run_score(cfg: RunConfig, client: LLMClient | None = None, tokenizer=None, s
     for a, b in split_ranges(len(latents), executor.partitions(len(latents))):
         mine = set(latents[a:b])
         groups.append([r for r in explanations if (r["coder"], r["latent"]) in mine])
-    first = _first_explanations(explanations)
-    partitions.begin(cfg.path, "score")
     with resources.provided(cfg, subject=subject, client=client, tokenizer=tokenizer):
+        if any(len(group) > len({(r["coder"], r["latent"]) for r in group}) for group in groups):
+            groups = _select(cfg, executor, groups, coders)
+        first = _first_explanations([r for group in groups for r in group])
+        partitions.begin(cfg.path, "score")
         done = executor.map(score_partition, [(cfg, i, group, coders, first) for i, group in enumerate(groups)], "score")
     merged = partitions.merge(cfg.path, "score", len(groups), STAGE_FILES)
     partitions.end(cfg.path, "score")
