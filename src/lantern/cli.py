@@ -461,9 +461,11 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
 @clear_errors
 def report(run_dir: Path = typer.Argument(..., help="A run directory (any stage done).")):
     """Write RUN_DIR/report/index.html: every latent in a sortable, filterable table, one page per latent."""
+    from lantern.pipeline.lock import read_lock
     from lantern.report import build_report
 
-    result = build_report(run_dir)
+    with read_lock(run_dir):
+        result = build_report(run_dir)
     console.print(f"report of {result['latents']} latents ({result['pages']} pages) in {result['seconds']:.1f}s → "
                   f"[bold]{result['index']}[/bold]")
 
@@ -491,8 +493,15 @@ def analyse(run_dir: Path = typer.Argument(..., help="Run directory to analyse."
             if len(names) != 2 or not all(names):
                 raise LanternError(f"--pair {p!r}: expected two coder names, e.g. --pair layers_6,layers_12")
             pairs.append((names[0], names[1]))
-    index = run_analyses(run_dir, compare, [n.strip() for n in only.split(",") if n.strip()] if only else None,
-                         pairs, resamples, seed)
+    from contextlib import ExitStack
+
+    from lantern.pipeline.lock import read_lock
+
+    with ExitStack() as held:
+        for path in [run_dir, *compare]:
+            held.enter_context(read_lock(path))
+        index = run_analyses(run_dir, compare, [n.strip() for n in only.split(",") if n.strip()] if only else None,
+                             pairs, resamples, seed)
     table = Table("analysis", "status", "n", "files / reason")
     for entry in index["analyses"]:
         table.add_row(entry["name"], entry["status"], str(entry["n"]),

@@ -14,7 +14,7 @@ import pytest
 from conftest import write_sparsify_folder
 from faultkit import ENV, lantern, lantern_cmd, write_corpus
 from lantern.cache.repair import find_damage
-from lantern.pipeline.lock import LOCK_FILE, RunLockedError, run_lock
+from lantern.pipeline.lock import LOCK_FILE, RunLockedError, read_lock, run_lock
 
 
 def test_lock_refuses_a_second_holder_and_is_free_after_release(tmp_path):
@@ -29,6 +29,24 @@ def test_lock_refuses_a_second_holder_and_is_free_after_release(tmp_path):
     with run_lock(tmp_path / "run", on_takeover=taken_over.append):
         pass
     assert taken_over == []  # released cleanly: nothing to take over
+
+
+def test_readers_share_the_lock_and_never_overlap_a_writer(tmp_path):
+    """`report` and `analyse` read a run under a shared lock: several at once, none while a writer works, and no
+    writer starts while one reads (a report must never see a half-written run)."""
+    run = tmp_path / "run"
+    with run_lock(run):
+        with pytest.raises(RunLockedError, match=r"is being written by pid \d+ .*Wait for that run to end"):
+            with read_lock(run):
+                pass
+        done = lantern("report", str(run))
+        assert done.returncode == 2 and "is being written by" in " ".join(done.stderr.split())
+    with read_lock(run), read_lock(run):  # two readers at once
+        with pytest.raises(RunLockedError, match="a report or an analysis reading it"):
+            with run_lock(run):
+                pass
+    with run_lock(run):  # free again once the readers are done
+        pass
 
 
 def _snapshot(run) -> dict[str, tuple[int, int]]:

@@ -48,9 +48,33 @@ def _describe(holder: dict) -> str:
 
 
 @contextmanager
+def read_lock(run_dir: str | Path) -> Iterator[None]:
+    """A shared hold on the run directory's lock for a command that only reads the stages' outputs (`report`,
+    `analyse`): any number of readers at once, none while a writer holds it, so a report never reads a
+    half-written run. Refuses at once if a writer holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    if not Path(run_dir).is_dir():
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(Path(path).read_text(errors="replace"))
+            raise RunLockedError(
+                f"{run_dir} is being written by {_describe(holder)}; reading it now could see half its results. "
+                f"Wait for that run to end, then rerun this command") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def run_lock(run_dir: str | Path, on_takeover=None) -> Iterator[dict]:
-    """Hold the run directory's lock for the block; refuse at once (no waiting) if a live process holds it.
-    `on_takeover(previous)` is told about a lock file left by a process that is gone."""
+    """Hold the run directory's lock for the block; refuse at once (no waiting) if a live process holds it
+    (a writer, or a reader holding `read_lock`). `on_takeover(previous)` is told about a lock file left by a
+    process that is gone."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
@@ -61,8 +85,9 @@ def run_lock(run_dir: str | Path, on_takeover=None) -> Iterator[dict]:
         except BlockingIOError:
             holder = _holder(Path(path).read_text(errors="replace"))
             raise RunLockedError(
-                f"{run_dir} is in use by {_describe(holder)}; two runs writing one directory would corrupt it. "
-                f"Wait for that run to end (or stop it), or use another --run-dir") from None
+                f"{run_dir} is in use by {_describe(holder) if holder else 'another lantern process (a report or an analysis reading it)'}; "
+                f"two commands writing one directory, or one reading what another writes, would corrupt it. "
+                f"Wait for that command to end (or stop it), or use another --run-dir") from None
         previous = _holder(os.pread(fd, 1 << 16, 0).decode(errors="replace"))
         if previous and on_takeover is not None:
             on_takeover(previous)
