@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lantern.cache.build import build_cache
+from lantern.cache.build import CacheOptions, build_cache
 from lantern.coders.loading import load_coder
 from lantern.data.corpus import tokenize_corpus
 from lantern.models.forward import capture_activations
@@ -61,11 +61,11 @@ def main() -> None:
         workdir = Path(tempfile.mkdtemp())
         start = time.perf_counter()
         with torch.inference_mode():
-            manifest = build_cache(workdir, model, "embedded", [coder], tokens, corpus.doc_ids, "embedded", args.batch)
+            manifest = build_cache(workdir, model, "embedded", [coder], tokens, corpus.doc_ids, "embedded",
+                                   options=CacheOptions(batch_size=args.batch))
         seconds = time.perf_counter() - start
         m = manifest[coder.name]
-        files = [workdir / coder.name / f for f in ("indptr.npy", "token_index.npy", "values.npy")]
-        disk = sum(f.stat().st_size for f in files)
+        disk = sum(f.stat().st_size for f in (workdir / coder.name).rglob("*.npy"))  # every shard's arrays
         results[spec] = (seconds, m["nnz"], disk)
         shutil.rmtree(workdir)
     bare_b = bare_forward(model, tokens, args.batch, hookpoint)
