@@ -204,8 +204,12 @@ def test_ray_run_equals_local_run(ray_run, local_run):
     n_files = assert_same_results(local_run, run_dir, ignore=VOLATILE | PAID)
     assert n_files >= 10  # records, latents, explanations, scores, examples, by decile/source, usage...
     # coders x latents x scorers, less latents whose explanation failed (the tiny random model's answers are noise)
-    explained = [r for r in pq.read_table(run_dir / "explanations.parquet").to_pylist() if not r["failed"]]
-    assert explained and pq.read_table(run_dir / "scores.parquet").num_rows == len(explained) * 2
+    every = pq.read_table(run_dir / "explanations.parquet").to_pylist()
+    explained = [r for r in every if not r["failed"]]
+    scores = pq.read_table(run_dir / "scores.parquet").to_pylist()
+    # a latent whose explanation failed gets one row per scorer saying so, never silently missing
+    assert explained and len(scores) == len(every) * 2
+    assert sum(str(r.get("note") or "").startswith("not scored") for r in scores) == (len(every) - len(explained)) * 2
     assert not (run_dir / "partitions").exists()
 
 
