@@ -73,7 +73,7 @@ def run_dir(tmp_path_factory, built_cache, tokenizer, bos, tiny_model, model_dir
     table, summary = build_records(LatentCache(cache_dir, "sae"), RECORDS, n_latents=4)
     write_parquet(records_file(path, "sae"), table)
     write_parquet(path / "records" / "sae.latents.parquet", summary)
-    shutil.copytree(cache_dir / "sae", path / "cache" / "sae", ignore=shutil.ignore_patterns("shard-*"))
+    shutil.copytree(cache_dir / "sae", path / "cache" / "sae")  # the intruder checks its intruders in the cache
     latents = sorted({r["latent"] for r in summary if r["has_record"]})
     maxima = {r["latent"]: r["max"] for r in summary}
     evidence = output_evidence(tiny_model, tokenizer, coders[0], {latent: maxima[latent] for latent in latents}, 8)

@@ -302,7 +302,7 @@ def test_validate_through_the_real_in_process_client(tmp_path, model_dir, tiny_s
     assert scored and all(c.n + c.missing == scored for c in report.cells if c.group == "all")
     assert all(c.n == 0 or 0.0 <= c.mean <= 1.0 for c in report.cells)
     examples = pq.read_table(cfg.path / "validate" / "true.examples.parquet").to_pylist()
-    assert examples and {e["read_as"] for e in examples} <= {"logprobs", "text", "failed"}
+    assert examples and {e["read_as"] for e in examples} <= {"logprobs", "text", "failed", "low-mass"}
     assert "| all | detection | balanced_accuracy | TRUE |" in (cfg.path / "validate" / "summary.md").read_text()
 
 
