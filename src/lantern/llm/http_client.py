@@ -126,10 +126,16 @@ class HTTPClient(LLMClient):
 
     def _served_models(self, url: str) -> list[str]:
         deadline = time.monotonic() + self.outage_wait
+        waiting = False
         while True:
             try:
                 reply = httpx.get(f"{url}/models", headers=self._headers, timeout=min(self.timeout, 10.0))
             except httpx.TransportError as err:
+                if not waiting:
+                    waiting = True
+                    console.print(f"[yellow]note:[/yellow] LLM server at {url} does not answer yet; waiting up to "
+                                  f"{self.outage_wait:.0f}s (--llm-wait) to learn which model it serves (give "
+                                  f"--llm-model to skip this)")
                 if time.monotonic() >= deadline:
                     raise LanternError(
                         f"LLM server at {url} does not answer ({type(err).__name__}); start it, or name the model "
