@@ -47,6 +47,18 @@ def _describe(holder: dict) -> str:
             f"{holder.get('command', '?')})")
 
 
+def _acquire(path: Path, mode: int, refusal) -> int:
+    """An open descriptor of the lock file holding `mode` (shared or exclusive), or RunLockedError with
+    `refusal(holder)` if another process holds a conflicting lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunLockedError(refusal(_holder(Path(path).read_text(errors="replace")))) from None
+    return fd
+
+
 @contextmanager
 def read_lock(run_dir: str | Path) -> Iterator[None]:
     """A shared hold on the run directory's lock for a command that only reads the stages' outputs (`report`,
@@ -56,15 +68,10 @@ def read_lock(run_dir: str | Path) -> Iterator[None]:
     if not Path(run_dir).is_dir():
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, fcntl.LOCK_SH, lambda holder: (
+        f"{run_dir} is being written by {_describe(holder)}; reading it now could see half its results. "
+        f"Wait for that run to end, then rerun this command"))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(Path(path).read_text(errors="replace"))
-            raise RunLockedError(
-                f"{run_dir} is being written by {_describe(holder)}; reading it now could see half its results. "
-                f"Wait for that run to end, then rerun this command") from None
         yield
     finally:
         os.close(fd)
@@ -78,16 +85,12 @@ def run_lock(run_dir: str | Path, on_takeover=None) -> Iterator[dict]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, fcntl.LOCK_EX, lambda holder: (
+        f"{run_dir} is in use by "
+        f"{_describe(holder) if holder else 'another lantern process (a report or an analysis reading it)'}; "
+        f"two commands writing one directory, or one reading what another writes, would corrupt it. "
+        f"Wait for that command to end (or stop it), or use another --run-dir"))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(Path(path).read_text(errors="replace"))
-            raise RunLockedError(
-                f"{run_dir} is in use by {_describe(holder) if holder else 'another lantern process (a report or an analysis reading it)'}; "
-                f"two commands writing one directory, or one reading what another writes, would corrupt it. "
-                f"Wait for that command to end (or stop it), or use another --run-dir") from None
         previous = _holder(os.pread(fd, 1 << 16, 0).decode(errors="replace"))
         if previous and on_takeover is not None:
             on_takeover(previous)
