@@ -49,8 +49,9 @@ def run(ctx: Context) -> Analysed:
             values.setdefault((r["scorer"], r["coder"]), []).append(v)
             metrics.setdefault(r["scorer"], metric)
         else:
+            why = lost_because(r)
             reasons = lost.setdefault((r["scorer"], r["coder"]), {})
-            reasons[lost_because(r)] = reasons.get(lost_because(r), 0) + 1
+            reasons[why] = reasons.get(why, 0) + 1
     for scorer, _ in lost:  # a scorer whose every latent was lost still has a metric name
         metrics.setdefault(scorer, next(headline(r)[1] for r in rows if r["scorer"] == scorer))
     scorers = sorted(s for s in metrics if sum(1 for (sc, _) in values if sc == s) >= 2)

@@ -203,8 +203,7 @@ def scorers_for(cfg: RunConfig) -> list[Scorer]:
     return [get_scorer(name, cfg.scoring) for name in cfg.scorers]
 
 
-STAGE_FILES = [EXAMPLES, SCORES, SCORES_BY_DECILE, SCORES_BY_SOURCE, SELECTION, "usage/select.parquet",
-               "usage/score.parquet"]
+STAGE_FILES = [EXAMPLES, SCORES, SCORES_BY_DECILE, SCORES_BY_SOURCE, "usage/score.parquet"]
 
 
 CHOSEN = "chosen.parquet"
@@ -257,10 +256,10 @@ def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders
         subject = resources.subject_model(cfg) if any(s.needs().subject_model for s in scorers) else None
         tokenizer = resources.tokenizer(cfg)
         records = {coder: examples_by_latent(records_file(cfg.path, coder)) for coder in coders}
-        chosen = choose_candidates(cfg, client, tokenizer, explanations, records, out=folder)
+        # one explanation per latent: best-of-k chose among candidates before the stage's scoring partitions
         tasks = [LatentTask(row["coder"], row["latent"], row["explanation"],
                             [r for r in records[row["coder"]][row["latent"]] if r["split"] == "test"])
-                 for row in chosen]
+                 for row in explanations]
         context = ScoreContext(settings=cfg.scoring, tokenizer=tokenizer, capabilities=client.capabilities,
                                backend=client.backend, records=records, mark_threshold=cfg.explainer.mark_threshold,
                                seed=cfg.seed, subject=subject, config=cfg,

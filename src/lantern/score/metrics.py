@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
-from sklearn.metrics import balanced_accuracy_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 NAN = float("nan")
 LEVEL = 0.95
@@ -34,7 +34,10 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def _balanced_accuracy(labels: np.ndarray, predictions: np.ndarray) -> float:
-    return float(balanced_accuracy_score(labels, predictions)) if len(np.unique(labels)) > 1 else NAN
+    """Balanced accuracy of yes predictions (0/1, or fractional where tied items share the yes calls)."""
+    if len(np.unique(labels)) < 2:
+        return NAN
+    return float((predictions[labels == 1].mean() + 1 - predictions[labels == 0].mean()) / 2)
 
 
 def bootstrap_interval(labels: np.ndarray, predictions: np.ndarray, n_resamples: int = RESAMPLES, seed: int = 0,
@@ -71,13 +74,6 @@ def base_rate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> np.n
     return predictions
 
 
-def _balanced_accuracy_of(labels: np.ndarray, predictions: np.ndarray) -> float:
-    """Balanced accuracy of (possibly fractional) yes predictions."""
-    if len(np.unique(labels)) < 2:
-        return NAN
-    return float((predictions[labels == 1].mean() + 1 - predictions[labels == 0].mean()) / 2)
-
-
 CLASSIFICATION_FIGURES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc",
                           "balanced_accuracy_ci_low", "balanced_accuracy_ci_high", "auroc_ci_low", "auroc_ci_high",
                           "balanced_accuracy_calibrated", "balanced_accuracy_calibrated_ci_low",
@@ -109,7 +105,7 @@ def classification_metrics(labels: list[int], probabilities: list[float | None],
             "precision": float(precision), "recall": float(recall), "f1": float(f1), "auroc": auroc(y, p),
             "balanced_accuracy_ci_low": low, "balanced_accuracy_ci_high": high,
             "auroc_ci_low": auroc_low, "auroc_ci_high": auroc_high,
-            "balanced_accuracy_calibrated": _balanced_accuracy_of(y, at_rate),
+            "balanced_accuracy_calibrated": _balanced_accuracy(y, at_rate),
             "balanced_accuracy_calibrated_ci_low": rate_low, "balanced_accuracy_calibrated_ci_high": rate_high,
             "brier": float(np.mean((p - y) ** 2))}
 
