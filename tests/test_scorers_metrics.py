@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 from lantern.llm.base import Response
 from lantern.score.answers import digit_choice, expected_digit
 from lantern.score.echo import covering, token_spans
-from lantern.score.metrics import (Outcome, _rowwise_pearson, accuracy_vs_chance, auroc, auroc_interval,
-                                   correlations, group_rows, proportion_interval)
+from lantern.score.metrics import (Outcome, accuracy_vs_chance, auroc, auroc_interval, correlations, group_rows,
+                                   proportion_interval)
 
 
 def scored(seed: int, n_pos: int = 60, n_neg: int = 80, shift: float = 0.8):
@@ -85,18 +85,6 @@ def test_correlations_match_scipy_and_a_loop_cluster_bootstrap(seed):
         assert got[f"{name}_ci_low"] < got[name] < got[f"{name}_ci_high"]
         assert got[f"{name}_ci_low"] == pytest.approx(low, abs=0.03)
         assert got[f"{name}_ci_high"] == pytest.approx(high, abs=0.03)
-
-
-def test_rowwise_pearson_with_missing_entries_matches_scipy():
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(5, 40)), rng.normal(size=(5, 40))
-    x[:, 30:] = y[:, 30:] = np.nan
-    x[2, :10] = y[2, :10] = np.nan
-    got = _rowwise_pearson(x, y)
-    for row in range(5):
-        keep = ~np.isnan(x[row])
-        assert got[row] == pytest.approx(stats.pearsonr(x[row, keep], y[row, keep]).statistic)
-    assert np.isnan(_rowwise_pearson(np.ones((1, 5)), np.arange(5.0)[None]))[0]  # constant: nan, not a number
 
 
 def test_correlations_of_windows_of_unequal_length_and_of_nothing():

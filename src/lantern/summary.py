@@ -8,23 +8,12 @@ import pyarrow.parquet as pq
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
 
 from lantern.config import RunConfig
+from lantern.intervals import t_interval
 from lantern.io import write_json, write_parquet
 from lantern.pipeline.files import EXPLANATIONS, SCORES, SUMMARY, USAGE_PER_LATENT
 from lantern.pipeline.usage import usage_per_latent
-
-
-def _mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95% t-interval over latents (nan when fewer than two)."""
-    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if len(arr) == 0:
-        return float("nan"), float("nan")
-    if len(arr) < 2:
-        return float(arr.mean()), float("nan")
-    half = stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr))
-    return float(arr.mean()), float(half)
 
 
 def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
@@ -36,10 +25,10 @@ def summarise(cfg: RunConfig, stage_seconds: dict[str, float]) -> dict:
         for scorer in cfg.scorers:
             listed = [r for r in scores if r["coder"] == coder and r["scorer"] == scorer]
             mine = [r for r in listed if not str(r.get("note") or "").startswith("not scored")]
-            ba, ba_ci = _mean_ci([r.get("balanced_accuracy") for r in mine])
-            auroc, auroc_ci = _mean_ci([r.get("auroc") for r in mine])
-            calibrated, calibrated_ci = _mean_ci([r.get("balanced_accuracy_calibrated") for r in mine])
-            score, score_ci = _mean_ci([r.get("score") for r in mine])
+            ba, ba_ci = t_interval([r.get("balanced_accuracy") for r in mine])
+            auroc, auroc_ci = t_interval([r.get("auroc") for r in mine])
+            calibrated, calibrated_ci = t_interval([r.get("balanced_accuracy_calibrated") for r in mine])
+            score, score_ci = t_interval([r.get("score") for r in mine])
             rows.append({"coder": coder, "scorer": scorer, "latents": len(mine), "not_scored": len(listed) - len(mine),
                          "explanations_failed": sum(r["failed"] for r in explained),
                          "balanced_accuracy": ba, "balanced_accuracy_ci95": ba_ci, "auroc": auroc,

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, stats
 
+from lantern.intervals import LEVEL, bootstrap_mean_interval, finite, percentile_interval, rowwise_pearson
+
 RESAMPLES = 2000
-LEVEL = 0.95
 
 
 def finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
@@ -18,23 +19,6 @@ def finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     return x[keep], y[keep]
-
-
-def _percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:
-    samples = samples[np.isfinite(samples)]
-    if len(samples) == 0:
-        return math.nan, math.nan
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(samples, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    denom = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (a * b).sum(axis=1) / denom, np.nan)
 
 
 @dataclass
@@ -61,8 +45,8 @@ def spearman_ci(x, y, resamples: int = RESAMPLES, seed: int = 0, level: float = 
         return Correlation(math.nan, math.nan, math.nan, math.nan, n)
     result = stats.spearmanr(x, y)
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    boot = _rowwise_pearson(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
-    low, high = _percentile_interval(boot, level)
+    boot = rowwise_pearson(stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1))
+    low, high = percentile_interval(boot, level)
     return Correlation(float(result.statistic), low, high, float(result.pvalue), n)
 
 
@@ -92,16 +76,12 @@ class Mean:
 
 
 def mean_ci(values, resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Mean:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    n = len(values)
-    if n == 0:
+    """The mean of the finite `values` with its bootstrap interval (nan with fewer than two)."""
+    values = finite(values)
+    if len(values) == 0:
         return Mean(math.nan, math.nan, math.nan, 0)
-    if n == 1:
-        return Mean(float(values[0]), math.nan, math.nan, 1)
-    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    low, high = _percentile_interval(values[idx].mean(axis=1), level)
-    return Mean(float(values.mean()), low, high, n)
+    low, high = bootstrap_mean_interval(values, resamples, seed, level)
+    return Mean(float(values.mean()), low, high, len(values))
 
 
 @dataclass

@@ -13,21 +13,12 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-NAN = float("nan")
-LEVEL = 0.95
+from lantern.intervals import LEVEL, NAN, percentile_interval, rowwise_pearson
+from lantern.intervals import bootstrap_mean_interval as mean_interval  # the scorers' name (intervention.py)
+
 RESAMPLES = 1000
 _CHUNK = 4_000_000
 """Resampled values held at once by the vectorised bootstraps (bounded memory for pooled groups)."""
-
-
-def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
-    """Percentile interval of the finite bootstrap values (nan when there are none)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return NAN, NAN
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
 # --- classification (detection, fuzzing) ---------------------------------------------------------------
@@ -51,7 +42,7 @@ def bootstrap_interval(labels: np.ndarray, predictions: np.ndarray, n_resamples:
     neg_draw = rng.choice(neg, size=(n_resamples, len(neg)))
     tpr = predictions[pos_draw].mean(axis=1)
     tnr = 1 - predictions[neg_draw].mean(axis=1)
-    return _interval((tpr + tnr) / 2, level)
+    return percentile_interval((tpr + tnr) / 2, level)
 
 
 def base_rate_predictions(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
@@ -121,7 +112,8 @@ def proportion_interval(successes: np.ndarray, n_resamples: int = RESAMPLES, see
     if len(successes) == 0:
         return NAN, NAN
     rng = np.random.default_rng(seed)
-    return _interval(rng.binomial(len(successes), successes.mean(), size=n_resamples) / len(successes), level)
+    draws = rng.binomial(len(successes), successes.mean(), size=n_resamples)
+    return percentile_interval(draws / len(successes), level)
 
 
 def accuracy_vs_chance(correct: np.ndarray, chance: float, n_resamples: int = RESAMPLES) -> dict:
@@ -133,21 +125,6 @@ def accuracy_vs_chance(correct: np.ndarray, chance: float, n_resamples: int = RE
     p_value = stats.binomtest(int(correct.sum()), len(correct), chance, alternative="greater").pvalue
     return {"accuracy": float(correct.mean()), "accuracy_ci_low": low, "accuracy_ci_high": high, "chance": chance,
             "p_value": float(p_value)}
-
-
-# --- means (intervention scores per prompt) -------------------------------------------------------------
-
-
-def mean_interval(values: np.ndarray, n_resamples: int = RESAMPLES, seed: int = 0,
-                  level: float = LEVEL) -> tuple[float, float]:
-    """Bootstrap percentile interval of the mean of the finite `values` (nan with fewer than two)."""
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) < 2:
-        return NAN, NAN
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_resamples, len(values)))].mean(axis=1)
-    return _interval(means, level)
 
 
 # --- AUROC (surprisal, embedding, simulation windows) -------------------------------------------------
@@ -171,7 +148,7 @@ def auroc_interval(labels: np.ndarray, scores: np.ndarray, n_resamples: int = RE
     rng = np.random.default_rng(seed)
     if len(pos) * len(neg) > _CHUNK:  # too many pairs for one matrix: rank each resample instead
         values = [_auroc_by_ranks(rng.choice(pos, len(pos)), rng.choice(neg, len(neg))) for _ in range(n_resamples)]
-        return _interval(np.asarray(values), level)
+        return percentile_interval(values, level)
     wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     values = []
     step = max(1, _CHUNK // (len(pos) + 2 * len(neg)))
@@ -180,7 +157,7 @@ def auroc_interval(labels: np.ndarray, scores: np.ndarray, n_resamples: int = RE
         w_pos = rng.multinomial(len(pos), np.full(len(pos), 1 / len(pos)), size=b)
         w_neg = rng.multinomial(len(neg), np.full(len(neg), 1 / len(neg)), size=b)
         values.append(((w_pos @ wins) * w_neg).sum(axis=1) / (len(pos) * len(neg)))
-    return _interval(np.concatenate(values), level)
+    return percentile_interval(np.concatenate(values), level)
 
 
 def _auroc_by_ranks(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -190,16 +167,6 @@ def _auroc_by_ranks(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 # --- correlations (simulation) -----------------------------------------------------------------------
-
-
-def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair; nan marks missing entries (and a constant row gives nan)."""
-    mask = ~np.isnan(x)
-    n = mask.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dx = np.where(mask, x - np.where(mask, x, 0).sum(axis=1, keepdims=True) / n[:, None], 0)
-        dy = np.where(mask, y - np.where(mask, y, 0).sum(axis=1, keepdims=True) / n[:, None], 0)
-        return (dx * dy).sum(axis=1) / np.sqrt((dx ** 2).sum(axis=1) * (dy ** 2).sum(axis=1))
 
 
 def _padded(windows: list[np.ndarray]) -> np.ndarray:
@@ -230,11 +197,11 @@ def correlations(true: list[np.ndarray], predicted: list[np.ndarray], n_resample
     for lo in range(0, n_resamples, step):
         draw = rng.integers(0, k, size=(min(step, n_resamples - lo), k))
         bx, by = tx[draw].reshape(len(draw), -1), ty[draw].reshape(len(draw), -1)
-        pearsons.append(_rowwise_pearson(bx, by))
-        spearmans.append(_rowwise_pearson(stats.rankdata(bx, axis=1, nan_policy="omit"),
+        pearsons.append(rowwise_pearson(bx, by))
+        spearmans.append(rowwise_pearson(stats.rankdata(bx, axis=1, nan_policy="omit"),
                                           stats.rankdata(by, axis=1, nan_policy="omit")))
-    p_low, p_high = _interval(np.concatenate(pearsons), level)
-    s_low, s_high = _interval(np.concatenate(spearmans), level)
+    p_low, p_high = percentile_interval(np.concatenate(pearsons), level)
+    s_low, s_high = percentile_interval(np.concatenate(spearmans), level)
     return dict(zip(keys, (pearson, p_low, p_high, spearman, s_low, s_high)))
 
 

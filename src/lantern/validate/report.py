@@ -7,11 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
 
+from lantern.intervals import t_interval
 from lantern.validate.variants import VARIANTS
 
 CHANCE_BY_METRIC = {"balanced_accuracy": 0.5, "balanced_accuracy_calibrated": 0.5, "auroc": 0.5, "pearson": 0.0, "spearman": 0.0}
@@ -94,14 +93,9 @@ def _no_nan(obj):
 
 
 def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t-interval over latents; (nan, nan, nan) for none, (mean, nan, nan) for one."""
-    arr = np.asarray(values, dtype=float)
-    if len(arr) == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(arr.mean())
-    if len(arr) < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
+    """Mean and 95% t-interval over latents as (mean, low, high), the bounds a verdict compares; (nan, nan, nan)
+    for none, (mean, nan, nan) for one."""
+    mean, half = t_interval(values)
     return mean, mean - half, mean + half
 
 
