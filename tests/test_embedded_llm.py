@@ -89,8 +89,8 @@ def test_chat_answers_with_log_probs_and_reuses_the_shared_prefix(judge):
             ("system", system), ("user", f"Description: the word \"and\"\n\nText: {text}\n\nIs one of these words "
                                          f"the word \"and\"? Answer Yes or No.")))
 
-    with_and = judge.complete_now(ask("bread and wine"))
-    without = judge.complete_now(ask("bread or wine"))
+    [with_and] = judge.complete_now([ask("bread and wine")])
+    [without] = judge.complete_now([ask("bread or wine")])
     assert with_and.ok and {"Yes", "No"} <= set(with_and.first_token_logprobs)
     assert _yes(with_and) > _yes(without)
     # the second prompt differs only after the description: most of it came from the KV cache
@@ -98,13 +98,13 @@ def test_chat_answers_with_log_probs_and_reuses_the_shared_prefix(judge):
 
 
 def test_generation_stops_and_prompt_log_probs_cover_the_prompt(judge):
-    answer = judge.complete_now(Request(prompt="", max_tokens=24, stop=("\n",), messages=(
-        ("system", "Reply with one short phrase."), ("user", "Name a colour."))))
+    [answer] = judge.complete_now([Request(prompt="", max_tokens=24, stop=("\n",), messages=(
+        ("system", "Reply with one short phrase."), ("user", "Name a colour.")))])
     assert answer.ok and answer.text.strip() and "\n" not in answer.text and answer.completion_tokens <= 24
-    echoed = judge.complete_now(Request(prompt="The cat sat on the mat.", max_tokens=1, prompt_logprobs=True,
-                                        stop=()))
+    [echoed] = judge.complete_now([Request(prompt="The cat sat on the mat.", max_tokens=1, prompt_logprobs=True,
+                                           stop=())])
     entries = echoed.extra["prompt"]
     assert "".join(e[0] for e in entries) == " cat sat on the mat."
     assert all(e[1] <= 0 and e[2] for e in entries)
-    too_long = judge.complete_now(Request(prompt="word " * 9000, max_tokens=1, stop=()))
+    [too_long] = judge.complete_now([Request(prompt="word " * 9000, max_tokens=1, stop=())])
     assert not too_long.ok and "context window" in too_long.error

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
+from lantern.models.padding import padded
+
 
 def _replace_first(value, new: torch.Tensor):
     """`value` (a tensor, or a tuple whose first item is one) with that tensor replaced by `new`."""
@@ -45,12 +47,7 @@ def activation_hook(module: torch.nn.Module, side: str, fn):
 
 def right_padded(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, the attention mask, and the mask of steered positions (real tokens after the BOS)."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        ids[row, :len(p)] = torch.tensor(p)
-        mask[row, :len(p)] = 1
+    ids, mask = padded(prompts, pad_id, "right")
     steered = mask.clone()
     steered[:, 0] = 0
     return ids.to(device), mask.to(device), steered.to(device)

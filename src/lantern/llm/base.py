@@ -1,11 +1,12 @@
 """The request/response types every LLM backend speaks, and the interface backends implement."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,13 @@ class Capabilities:
     """Log-probabilities of the prompt's own tokens (OpenAI `echo`)."""
 
 
+OnResponse = Callable[[int, Response], None]
+"""Called with (index in the requests, answer) the moment each answer arrives (or is found in the cache)."""
+
+
 class LLMClient(ABC):
-    """A backend. The run's queue (llm/queue.py) calls `acomplete` with batches of at most `max_batch`
-    requests from at most `max_concurrency` tasks at once."""
+    """A backend. `complete` runs the run's queue (llm/queue.py), which calls `acomplete` with batches of at most
+    `max_batch` requests from at most min(`concurrency`, `max_concurrency`) tasks at once."""
 
     backend: str
     model_id: str
@@ -70,6 +75,8 @@ class LLMClient(ABC):
     """Requests per call: 1 for servers (they batch internally), the batch size for in-process models."""
     max_concurrency: int = 64
     """Calls in flight at once: a server's capacity; 1 for an in-process model (one forward at a time)."""
+    concurrency: int = 8
+    """Calls `complete` asks to keep in flight (capped by `max_concurrency`): `--llm-concurrency` for a server."""
     chat: bool = False
     """The backend talks to a chat model: it sends a request's `messages` (when it has them) instead of `prompt`."""
 
@@ -86,11 +93,14 @@ class LLMClient(ABC):
         """Per-event-loop resources (e.g. an HTTP connection pool), opened for one run of the queue."""
         yield
 
-    def complete(self, requests: list[Request]) -> list[Response]:
-        """Synchronous convenience: all requests through the queue, no response cache."""
+    def complete(self, requests: list[Request], on_response: OnResponse | None = None) -> list[Response]:
+        """Answers in the order of `requests`, all through one queue, each handed to `on_response` as it arrives;
+        then `check_answers` on them. The one way every client (and the response cache wrapping one) is called."""
         from lantern.llm.queue import run_requests
 
-        return run_requests(self, requests)
+        responses = run_requests(self, requests, on_response)
+        self.check_answers(responses)
+        return responses
 
     def cache_identity(self) -> dict:
         """What besides `backend` and `model_id` decides an answer, for the response cache's key (empty: nothing;
@@ -102,6 +112,20 @@ class LLMClient(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+
+class InProcessClient(LLMClient):
+    """A model in this process: one call at a time (the queue hands it whole batches instead), answered on a worker
+    thread so the event loop, and the cache commits on it, keep going meanwhile."""
+
+    max_concurrency = 1
+
+    @abstractmethod
+    def complete_now(self, batch: list[Request]) -> list[Response]:
+        """Answers in the order of `batch`, computed in the calling thread."""
+
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        return await asyncio.to_thread(self.complete_now, batch)
 
 
 def normalise_logprobs(entries: dict[str, float]) -> dict[str, float]:

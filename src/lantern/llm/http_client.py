@@ -27,7 +27,6 @@ import httpx
 
 from lantern.errors import LanternError
 from lantern.llm.base import Capabilities, LLMClient, Request, Response, normalise_logprobs
-from lantern.llm.queue import run_requests
 from lantern.progress import console
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -248,11 +247,6 @@ class HTTPClient(LLMClient):
 
     async def acomplete(self, batch: list[Request]) -> list[Response]:
         return list(await asyncio.gather(*(self._one(r) for r in batch)))
-
-    def complete(self, requests: list[Request]) -> list[Response]:
-        responses = run_requests(self, requests, self.concurrency)
-        self.check_answers(responses)
-        return responses
 
     def check_answers(self, responses: list[Response]) -> None:
         """Every answer failing with a refused connection means a wrong URL or a server that is not up: stop

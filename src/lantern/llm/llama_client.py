@@ -16,7 +16,6 @@ clear error before the run instead of a silent death in the middle of it.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from lantern.errors import LanternError
-from lantern.llm.base import Capabilities, LLMClient, Request, Response
+from lantern.llm.base import Capabilities, InProcessClient, Request, Response
 
 REBUILD_HINT = (
     "rebuild llama-cpp-python for a portable CPU level: `bash scripts/install.sh` in lantern's checkout, or "
@@ -92,13 +91,12 @@ def preflight(model_path: Path, marker_dir: Path | None = None) -> None:
     raise LanternError(f"llama.cpp cannot load {model_path}: {' | '.join(tail) or f'exit code {done.returncode}'}")
 
 
-class LlamaCppClient(LLMClient):
+class LlamaCppClient(InProcessClient):
     """One GGUF model in this process; requests answered one at a time, in order, reusing the KV cache."""
 
     backend = "llama.cpp"
     capabilities = Capabilities(logprobs=True, prompt_logprobs=True)
     max_batch = 1
-    max_concurrency = 1
 
     def __init__(self, model_path: str | Path, model_id: str | None = None, n_ctx: int = 8192,
                  n_threads: int | None = None, check: bool = True):
@@ -181,7 +179,10 @@ class LlamaCppClient(LLMClient):
         return top
 
     # --- answering ----------------------------------------------------------------------------------------
-    def complete_now(self, request: Request) -> Response:
+    def complete_now(self, batch: list[Request]) -> list[Response]:
+        return [self._answer(r) for r in batch]
+
+    def _answer(self, request: Request) -> Response:
         start = time.perf_counter()
         tokens, template_stops = self._tokens(request)
         if not tokens:
@@ -261,9 +262,6 @@ class LlamaCppClient(LLMClient):
         return Response(text=text, first_token_logprobs=self._top(last, k), prompt_tokens=len(tokens),
                         completion_tokens=1, seconds=time.perf_counter() - start,
                         extra={"prompt": entries, "evaluated_tokens": len(tokens)})
-
-    async def acomplete(self, batch: list[Request]) -> list[Response]:
-        return await asyncio.to_thread(lambda: [self.complete_now(r) for r in batch])
 
     def close(self) -> None:
         for llm in (self._full, getattr(self, "llm", None)):

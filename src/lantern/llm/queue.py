@@ -2,35 +2,32 @@
 kept busy up to its capacity, and every answer is handed back (and stored) as soon as it arrives.
 
 Workers take up to `client.max_batch` requests at a time (an in-process model batches them in one forward
-pass; a server gets one request per call and `concurrency` calls in flight). A finished answer is passed to
-`on_response` immediately, which is where the response cache commits it: a run killed mid-stage keeps every
-answer it had received.
+pass; a server gets one request per call and `client.concurrency` calls in flight). A finished answer is passed
+to `on_response` immediately, which is where the response cache commits it: a run killed mid-stage keeps every
+answer it had received. Clients reach it through `LLMClient.complete`.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Callable
 
 from lantern.errors import LanternError
-from lantern.llm.base import LLMClient, Request, Response
-
-OnResponse = Callable[[int, Response], None]
+from lantern.llm.base import LLMClient, OnResponse, Request, Response
 
 
-def _batching_order(client: LLMClient, requests: list[Request], todo: list[int]) -> list[int]:
+def _batching_order(client: LLMClient, requests: list[Request]) -> list[int]:
     """For in-process batching, neighbours in the queue should share sampling settings and length (little
     padding); servers get the requests in the caller's order."""
+    order = list(range(len(requests)))
     if client.max_batch <= 1:
-        return todo
-    return sorted(todo, key=lambda i: (requests[i].max_tokens, requests[i].temperature, requests[i].stop,
+        return order
+    return sorted(order, key=lambda i: (requests[i].max_tokens, requests[i].temperature, requests[i].stop,
                                        requests[i].top_logprobs, len(requests[i].prompt)))
 
 
-async def _run(client: LLMClient, requests: list[Request], todo: list[int], concurrency: int,
-               on_response: OnResponse | None) -> dict[int, Response]:
+async def _run(client: LLMClient, requests: list[Request], on_response: OnResponse | None) -> dict[int, Response]:
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in _batching_order(client, requests, todo):
+    for i in _batching_order(client, requests):
         queue.put_nowait(i)
     answers: dict[int, Response] = {}
 
@@ -50,20 +47,18 @@ async def _run(client: LLMClient, requests: list[Request], todo: list[int], conc
                 if on_response is not None:
                     on_response(i, response)
 
-    workers = max(1, min(concurrency, client.max_concurrency, len(todo)))
+    workers = max(1, min(client.concurrency, client.max_concurrency, len(requests)))
     async with client.session():
         await asyncio.gather(*(worker() for _ in range(workers)))
     return answers
 
 
-def run_requests(client: LLMClient, requests: list[Request], concurrency: int = 8,
-                 on_response: OnResponse | None = None, todo: list[int] | None = None) -> list[Response]:
-    """Answer `requests` (only the indices in `todo`, if given) through the queue; returns answers in order
-    (requests outside `todo` get None in their place)."""
-    todo = list(range(len(requests))) if todo is None else todo
-    if not todo:
-        return [None] * len(requests)  # type: ignore[list-item]
-    coroutine = _run(client, requests, todo, concurrency, on_response)
+def run_requests(client: LLMClient, requests: list[Request], on_response: OnResponse | None = None
+                 ) -> list[Response]:
+    """Answer `requests` through the queue, in their order (from a plain thread or from inside an event loop)."""
+    if not requests:
+        return []
+    coroutine = _run(client, requests, on_response)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -12,10 +12,9 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import AsyncContextManager
 
-from lantern.llm.base import LLMClient, Request, Response
-from lantern.llm.queue import run_requests
+from lantern.llm.base import LLMClient, OnResponse, Request, Response
 
 
 def request_key(backend: str, model_id: str, request: Request, chat: bool = False, identity: dict | None = None) -> str:
@@ -68,8 +67,9 @@ class ResponseCache:
 
 
 class CachedClient(LLMClient):
-    """A client behind the response cache and the queue: only misses reach the backend, and only successful
-    answers are stored, so failures are retried by the next run."""
+    """Any client behind the response cache, called like any client: only misses reach the backend (through the
+    same queue, with this wrapper's `concurrency`), and only successful answers are stored, so failures are
+    retried by the next run."""
 
     def __init__(self, inner: LLMClient, path: str | Path, concurrency: int = 8):
         self.inner = inner
@@ -89,8 +89,18 @@ class CachedClient(LLMClient):
     async def acomplete(self, batch: list[Request]) -> list[Response]:
         return await self.inner.acomplete(batch)
 
-    def complete(self, requests: list[Request], on_response: Callable[[int, Response], None] | None = None
-                 ) -> list[Response]:
+    def session(self) -> AsyncContextManager[None]:
+        return self.inner.session()
+
+    def cache_identity(self) -> dict:
+        return self.identity
+
+    def check_answers(self, responses: list[Response]) -> None:
+        self.inner.check_answers(responses)
+
+    def complete(self, requests: list[Request], on_response: OnResponse | None = None) -> list[Response]:
+        """Cached answers first (handed to `on_response` at once), then the misses through the queue, each
+        committed the moment it arrives; `check_answers` sees the fresh answers only."""
         keys = [self.key(r) for r in requests]
         answers: list[Response | None] = [self.cache.get(k) for k in keys]
         missing = [i for i, a in enumerate(answers) if a is None]
@@ -100,17 +110,19 @@ class CachedClient(LLMClient):
             for i, answer in enumerate(answers):
                 if answer is not None:
                     on_response(i, answer)
+        if not missing:
+            return answers  # type: ignore[return-value]
 
-        def store(i: int, response: Response) -> None:
+        def store(j: int, response: Response) -> None:
+            i = missing[j]
             if response.ok:
                 self.cache.put(keys[i], response)
             if on_response is not None:
                 on_response(i, response)
 
-        fresh = run_requests(self.inner, requests, self.concurrency, store, todo=missing)
-        for i in missing:
-            answers[i] = fresh[i]
-        self.inner.check_answers([fresh[i] for i in missing])
+        fresh = super().complete([requests[i] for i in missing], on_response=store)
+        for i, response in zip(missing, fresh):
+            answers[i] = response
         return answers  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -4,13 +4,13 @@ Prompts are tokenized without special tokens and get exactly one BOS, as Gemma n
 """
 from __future__ import annotations
 
-import asyncio
 import time
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from lantern.llm.base import Capabilities, LLMClient, Request, Response
+from lantern.llm.base import Capabilities, InProcessClient, Request, Response
+from lantern.models.padding import padded
 
 
 class _StopOnText(StoppingCriteria):
@@ -25,16 +25,14 @@ class _StopOnText(StoppingCriteria):
         return torch.tensor([any(s in t for s in self.stop) for t in texts], dtype=torch.bool)
 
 
-class TransformersClient(LLMClient):
+class TransformersClient(InProcessClient):
     backend = "transformers"
     capabilities = Capabilities(logprobs=True, prompt_logprobs=True)
-    max_concurrency = 1  # one forward pass at a time; the queue hands it full batches instead
 
     def __init__(self, model: torch.nn.Module, tokenizer, model_id: str, batch_size: int = 8):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
-        self.batch_size = batch_size
         self.max_batch = batch_size
         self.bos_id = tokenizer.bos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -42,20 +40,8 @@ class TransformersClient(LLMClient):
     def _encode(self, prompt: str) -> list[int]:
         return [self.bos_id] + self.tokenizer(prompt, add_special_tokens=False).input_ids
 
-    def _left_padded(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in sequences)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
-        return ids, mask
-
-    async def acomplete(self, batch: list[Request]) -> list[Response]:
-        return await asyncio.to_thread(self.complete_now, batch)
-
     def complete_now(self, requests: list[Request]) -> list[Response]:
-        """Answer in this thread, in batches of `batch_size` grouped by sampling settings and length."""
+        """Answer in this thread, in batches of `max_batch` grouped by sampling settings and length."""
         answers: list[Response | None] = [None] * len(requests)
         encoded = [self._encode(r.prompt) for r in requests]
         # Group by sampling settings, then by length, so padding stays small.
@@ -65,8 +51,8 @@ class TransformersClient(LLMClient):
                               []).append(i)
         for (max_tokens, temperature, stop, top_logprobs, prompt_logprobs, seed), members in groups.items():
             members.sort(key=lambda i: len(encoded[i]))
-            for lo in range(0, len(members), self.batch_size):
-                batch = members[lo:lo + self.batch_size]
+            for lo in range(0, len(members), self.max_batch):
+                batch = members[lo:lo + self.max_batch]
                 start = time.perf_counter()
                 if seed is not None:
                     torch.manual_seed(seed)
@@ -101,7 +87,7 @@ class TransformersClient(LLMClient):
     @torch.inference_mode()
     def _one_token(self, sequences: list[list[int]], top_logprobs: int, prompt_logprobs: bool = False) -> list[Response]:
         """The next token's log-probs in one forward pass (and, if asked, every prompt token's own)."""
-        ids, mask = self._left_padded(sequences)
+        ids, mask = padded(sequences, self.pad_id, "left")
         all_logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=0 if prompt_logprobs else 1).logits
         logits = all_logits[:, -1, :]
         responses = []
@@ -123,7 +109,7 @@ class TransformersClient(LLMClient):
     @torch.inference_mode()
     def _generate(self, sequences: list[list[int]], max_tokens: int, temperature: float, stop: tuple[str, ...],
                   top_logprobs: int) -> list[Response]:
-        ids, mask = self._left_padded(sequences)
+        ids, mask = padded(sequences, self.pad_id, "left")
         sampling = dict(do_sample=True, temperature=temperature) if temperature > 0 else dict(do_sample=False)
         out = self.model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens, pad_token_id=self.pad_id,

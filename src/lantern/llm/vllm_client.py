@@ -6,16 +6,13 @@ parameters map one to one onto `vllm.SamplingParams`.
 """
 from __future__ import annotations
 
-import asyncio
-
 from lantern.errors import LanternError
-from lantern.llm.base import Capabilities, LLMClient, Request, Response, normalise_logprobs
+from lantern.llm.base import Capabilities, InProcessClient, Request, Response, normalise_logprobs
 
 
-class VLLMClient(LLMClient):
+class VLLMClient(InProcessClient):
     backend = "vllm"
     capabilities = Capabilities(logprobs=True, prompt_logprobs=True)
-    max_concurrency = 1
 
     def __init__(self, model_id: str, batch_size: int = 256, **engine_args):
         try:
@@ -50,6 +47,3 @@ class VLLMClient(LLMClient):
                                       prompt_tokens=len(output.prompt_token_ids), completion_tokens=len(best.token_ids),
                                       extra=extra))
         return responses
-
-    async def acomplete(self, batch: list[Request]) -> list[Response]:
-        return await asyncio.to_thread(self.complete_now, batch)

@@ -9,8 +9,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lantern.llm.base import LLMClient, Request, Response
-from lantern.llm.queue import run_requests
-from lantern.llm.response_cache import CachedClient
 from lantern.progress import progress_bar
 
 
@@ -27,11 +25,8 @@ def examples_by_latent(path: Path, latents: list[int] | None = None) -> dict[int
 
 
 def complete_all(client: LLMClient, requests: list[Request], description: str) -> list[Response]:
-    """All of a stage's prompts through one queue (and the response cache, when the client has one), with a
-    progress bar that moves as each answer arrives."""
+    """All of a stage's prompts through one queue (and the response cache, when the client is wrapped in one),
+    with a progress bar that moves as each answer arrives."""
     with progress_bar() as bar:
         task = bar.add_task(description, total=len(requests))
-        advance = lambda i, response: bar.advance(task)  # noqa: E731
-        if isinstance(client, CachedClient):
-            return client.complete(requests, on_response=advance)
-        return run_requests(client, requests, on_response=advance)
+        return client.complete(requests, on_response=lambda i, response: bar.advance(task))

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from lantern.explain.steering import activation_hook, right_padded
+from lantern.models.padding import padded
 
 MAX_DOUBLINGS = 40
 """Scales tried on each side of the start before a target is declared out of reach (2^40 ≈ 10^12)."""
@@ -112,12 +113,8 @@ def generate_steered(model: torch.nn.Module, module: torch.nn.Module, side: str,
     param = next(model.parameters())
     rows = pushes.shape[0]
     sequences = [prompt for prompt in prompts for _ in range(rows)]
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        ids[i, width - len(seq):] = torch.tensor(seq)
-        mask[i, width - len(seq):] = 1
+    ids, mask = padded(sequences, pad_id, "left")
+    width = ids.shape[1]
     steered = mask.clone()
     steered[torch.arange(len(sequences)), width - torch.tensor([len(s) for s in sequences])] = 0  # the BOS
     vectors = pushes.to(param.device, torch.float32).repeat(len(prompts), 1)[:, None, :]
