@@ -266,3 +266,25 @@ def test_windows_that_cannot_fit_are_a_clear_error(tmp_path, ctx_len, tokens_bef
                        n_negatives=1, min_windows=1)
     with pytest.raises(LanternError, match=f"ctx_len={ctx_len}"):
         build_records(cache, cfg, n_latents=1)
+
+
+def test_each_negative_source_skips_what_earlier_sources_took():
+    """Sources draw in turn from one NegativeDraw; the taken keys they pass on keep every pick distinct."""
+    from lantern.records.cells import Grid
+    from lantern.records.negatives import NegativeDraw, Negatives, random_negatives, with_picks
+
+    grid = Grid(n_seq=4, seq_len=33, ctx_len=8)  # 16 full cells
+    draw = NegativeDraw(np.array([0, 2]), 0, 3, 2, grid, np.random.default_rng(0))
+    blocked = np.sort(np.array([0 * grid.n_cells + 1, 2 * grid.n_cells + 5]))
+    first = random_negatives(draw, blocked, count=3)
+    taken = with_picks(blocked, first, grid)
+    second = random_negatives(draw, taken, count=2, split="explain")
+    keys = [p.latent * grid.n_cells + p.cell for p in (first, second)]
+    assert np.bincount(first.latent, minlength=3).tolist() == [6, 0, 6]   # count per scored split
+    assert np.bincount(second.latent, minlength=3).tolist() == [2, 0, 2]  # count, forced into one split
+    every = np.concatenate(keys)
+    assert len(np.unique(every)) == len(every) and not np.isin(every, blocked).any()
+    negatives = Negatives.of([first, second])
+    splits = negatives.splits(["test", "validation"])
+    assert (splits[len(first.cell):] == "explain").all()
+    assert sorted(splits[:len(first.cell)].tolist()) == ["test"] * 6 + ["validation"] * 6

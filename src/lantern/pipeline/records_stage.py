@@ -22,8 +22,7 @@ from lantern.executors.local import LocalExecutor
 from lantern.io import read_json, write_parquet
 from lantern.pipeline.files import CACHE, latents_file, records_file
 from lantern.progress import console, progress_bar
-from lantern.records.build import Extras, Survey, build_blocks, plan_records, records_summary
-from lantern.records.cells import Grid
+from lantern.records.build import Extras, Survey, build_blocks, cache_grid, plan_records, records_summary
 
 
 def coder_names(cfg: RunConfig) -> list[str]:
@@ -43,7 +42,7 @@ def load_extras(cache: LatentCache, cfg: RunConfig) -> Extras:
         except FileNotFoundError:
             index = None
         if index is not None:
-            grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.records.ctx_len)
+            grid = cache_grid(cache, cfg.records.ctx_len)
             extras.window_index = index
             extras.cell_embeddings = index.embed(grid.cell_start(grid.full_cells()), cache.seq_len, cfg.records.ctx_len)
     neighbours = cache.dir / layout.DECODER_NEIGHBOURS
@@ -60,7 +59,7 @@ def records_partition(cfg: RunConfig, name: str, index: int, survey_: Survey, bl
         extras = load_extras(cache, cfg)
         with progress_bar() as bar:
             task = bar.add_task(f"records {name} [{index}]", total=sum(len(inside) for _, _, inside in blocks))
-            grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.records.ctx_len)
+            grid = cache_grid(cache, cfg.records.ctx_len)
             table = build_blocks(cache, cfg.records, grid, survey_, blocks, extras,
                                  on_block=lambda n: bar.advance(task, n))
         write_parquet(records_file(folder, name), table)

@@ -10,7 +10,8 @@ is re-checked against the cache and the build fails loudly if one is not all zer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -19,15 +20,15 @@ import pyarrow as pa
 from lantern.cache.reader import LatentCache
 from lantern.cache.shards import plan_shards
 from lantern.errors import LanternError
-from lantern.records.cells import (Grid, WindowTable, active_cells, find_windows, rank_within, sorted_unique,
-                                   window_max, window_values)
-from lantern.records.negatives import blocked_keys, first_per_latent, random_cells, similar_cells
+from lantern.records.cells import (Grid, WindowTable, active_cells, find_windows, rank_within, window_max,
+                                   window_values)
+from lantern.records.negatives import (NEGATIVE_SOURCES, NegativeDraw, Negatives, Picks, blocked_keys,
+                                       neighbour_negatives, random_negatives, similar_negatives, with_picks)
 from lantern.records.neighbours import cooccurrence_neighbours
 
 N_DECILES = 10
 KEEP_WINDOWS = 20_000_000
 """Windows the survey keeps in memory for pass 2 (~40 bytes each) instead of finding them again."""
-NEGATIVE_SOURCES = ("neighbour-cooccurrence", "neighbour-decoder", "random", "similar")  # sorted
 TOP_CELLS = 16
 """Cells kept per latent in the survey, its strongest and as many at random: where its neighbours look for
 neighbour negatives (a co-occurring neighbour's strongest cells are often this latent's too)."""
@@ -87,6 +88,11 @@ def check_window_fits(cfg: RecordConfig, seq_len: int) -> None:
             f"seq_len={seq_len}: need 0 <= tokens_before < ctx_len < seq_len (position 0 is the BOS)")
     if cfg.explain_sampling not in ("top", "quantiles", "random"):
         raise LanternError(f"unknown explain_sampling {cfg.explain_sampling!r}: use top, quantiles or random")
+
+
+def cache_grid(cache: LatentCache, ctx_len: int) -> Grid:
+    """The cell grid of a cache's tokens (the same one in pass 1, pass 2 and the window index lookups)."""
+    return Grid(int(cache.tokens.shape[0]), cache.seq_len, ctx_len)
 
 
 def latent_blocks(cache: LatentCache, max_latents: int = 4096, max_nnz: int = 4 << 20):
@@ -192,113 +198,130 @@ def _split_activating(table: WindowTable, cfg: RecordConfig, rng: np.random.Gene
     return split, decile
 
 
-def _negatives(selected_local: np.ndarray, global_ids: np.ndarray, table: WindowTable, blocked: np.ndarray,
-               survey_: Survey, extras: Extras, cfg: RecordConfig, grid: Grid, rng: np.random.Generator):
-    """(local latent, cell, source, neighbour) of every negative, in order of preference within a source."""
-    n_splits = len(cfg.scored_splits)
-    out = []
-    excluded = blocked
-    n_local = table.n_latents
+@dataclass(frozen=True)
+class Block:
+    """One block of latents [lo, hi) of the cache, as CSR arrays with block-local latent ids."""
 
-    def keep(latent, cell, preference, count, source, neighbour, split=""):
-        nonlocal excluded
-        per_latent = count * (n_splits if not split else 1)
-        idx = first_per_latent(latent, cell, preference, np.full(n_local, per_latent), grid, excluded)
-        out.append((latent[idx], cell[idx], np.full(len(idx), source, dtype=object),
-                    neighbour[idx] if neighbour is not None else np.full(len(idx), -1, np.int64),
-                    np.full(len(idx), split, dtype=object)))
-        excluded = sorted_unique(np.concatenate([excluded, latent[idx] * grid.n_cells + cell[idx]]))
+    lo: int
+    indptr: np.ndarray
+    tokens: np.ndarray
+    values: np.ndarray
 
+    @property
+    def n_latents(self) -> int:
+        return len(self.indptr) - 1
+
+
+def _explain_query(explain: WindowTable, window_index, draw: NegativeDraw) -> np.ndarray:
+    """[n_local, dim] unit mean embedding of each latent's explain windows: what similar negatives look like."""
+    explain = explain.take(np.isin(explain.latent, draw.latents))
+    emb = window_index.embed(explain.start, draw.grid.seq_len, draw.grid.ctx_len)
+    query = np.zeros((draw.n_local, emb.shape[1]), np.float32)
+    np.add.at(query, explain.latent, emb)
+    return query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-6)
+
+
+def _neighbour_sources(survey_: Survey, extras: Extras) -> list[tuple[str, np.ndarray]]:
+    sources = [("neighbour-cooccurrence", survey_.neighbours)]
+    if extras.decoder_neighbours is not None:
+        sources.append(("neighbour-decoder", extras.decoder_neighbours))
+    return sources
+
+
+NegativeStep = Callable[[NegativeDraw, np.ndarray], Picks]
+"""One negative source with its settings bound: (draw, taken keys) -> its picks."""
+
+
+def _negative_steps(cfg: RecordConfig, survey_: Survey, extras: Extras, query: np.ndarray | None) -> list[NegativeStep]:
+    """The sources in the order they draw: an earlier source has the first choice of cells (and of the rng)."""
+    steps: list[NegativeStep] = []
     if cfg.n_negatives:
-        latent, cell = random_cells(selected_local, 4 * cfg.n_negatives * n_splits + 8, grid, rng)
-        keep(latent, cell, rng.random(len(cell)), cfg.n_negatives, "random", None)
+        steps.append(partial(random_negatives, count=cfg.n_negatives))
+    similar = partial(similar_negatives, query=query, cell_embeddings=extras.cell_embeddings)
+    if cfg.n_similar_negatives and query is not None:
+        steps.append(partial(similar, count=cfg.n_similar_negatives))
+    if cfg.n_neighbour_negatives:
+        sources = _neighbour_sources(survey_, extras)
+        per_source = -(-cfg.n_neighbour_negatives // len(sources))
+        steps += [partial(neighbour_negatives, source=source, neighbours=neighbours, top_cells=survey_.top_cells,
+                          count=per_source) for source, neighbours in sources]
+    if cfg.n_explain_negatives:  # similar ones where the window index exists, else random
+        explain_source = similar if query is not None else random_negatives
+        steps.append(partial(explain_source, count=cfg.n_explain_negatives, split="explain"))
+    return steps
+
+
+def _negatives(draw: NegativeDraw, blocked: np.ndarray, explain: WindowTable, survey_: Survey, extras: Extras,
+               cfg: RecordConfig) -> Negatives:
+    """Every source's picks; each step sees the keys blocked and taken by the steps before it."""
     query = None
     if extras.cell_embeddings is not None and (cfg.n_similar_negatives or cfg.n_explain_negatives):
-        explain = table.take(np.isin(table.latent, selected_local))
-        emb = extras.window_index.embed(explain.start, grid.seq_len, grid.ctx_len)
-        query = np.zeros((n_local, emb.shape[1]), np.float32)
-        np.add.at(query, explain.latent, emb)
-        query /= np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-6)
+        query = _explain_query(explain, extras.window_index, draw)
+    taken, picks = blocked, []
+    for step in _negative_steps(cfg, survey_, extras, query):
+        picks.append(step(draw, taken))
+        taken = with_picks(taken, picks[-1], draw.grid)
+    return Negatives.of(picks)
 
-    def similar(count, split=""):
-        wanted = count * (n_splits if not split else 1)
-        latent, cell, sim = similar_cells(query[selected_local], selected_local, extras.cell_embeddings,
-                                          grid.full_cells(), wanted, excluded, grid)
-        keep(latent, cell, -sim, count, "similar", None, split)
 
-    if cfg.n_similar_negatives and query is not None:
-        similar(cfg.n_similar_negatives)
-    if cfg.n_neighbour_negatives:
-        sources = [("neighbour-cooccurrence", survey_.neighbours)]
-        if extras.decoder_neighbours is not None:
-            sources.append(("neighbour-decoder", extras.decoder_neighbours))
-        per_source = -(-cfg.n_neighbour_negatives // len(sources))
-        for source, neighbours in sources:
-            nb = neighbours[global_ids[selected_local]]                     # [s, k]
-            cells = survey_.top_cells[np.maximum(nb, 0)]                    # [s, k, TOP_CELLS]
-            valid = (nb[:, :, None] >= 0) & (cells >= 0)
-            latent = np.broadcast_to(selected_local[:, None, None], cells.shape)[valid]
-            neighbour = np.broadcast_to(nb[:, :, None], cells.shape)[valid]
-            preference = np.broadcast_to(np.arange(cells[0].size).reshape(cells.shape[1:]), cells.shape)[valid]
-            cell = cells[valid]
-            full = grid.is_full(cell)
-            keep(latent[full], cell[full], preference[full], per_source, source, neighbour[full])
-    if cfg.n_explain_negatives:
-        if query is not None:
-            similar(cfg.n_explain_negatives, "explain")
-        else:
-            latent, cell = random_cells(selected_local, 4 * cfg.n_explain_negatives + 8, grid, rng)
-            keep(latent, cell, rng.random(len(cell)), cfg.n_explain_negatives, "random", None, "explain")
-    latent, cell, source, neighbour, split = (np.concatenate([o[i] for o in out]) if out else np.zeros(0)
-                                              for i in range(5))
-    return latent.astype(np.int64), cell.astype(np.int64), source, neighbour.astype(np.int64), split
+def _block_windows(block: Block, latents: np.ndarray, survey_: Survey, cfg: RecordConfig, grid: Grid) -> WindowTable:
+    """The sampled latents' windows (the survey's where kept), each with the strongest activation it shows,
+    which may be a neighbouring cell's peak rather than its own: deciles and top sampling rank by it."""
+    table = survey_.tables.get(block.lo) or find_windows(block.indptr, block.tokens, block.values, grid,
+                                                         cfg.tokens_before, cfg.centred)
+    table = table.take(np.isin(table.latent, latents))
+    return replace(table, max=window_max(block.indptr, block.tokens, block.values, table, cfg.ctx_len, grid.n_tokens))
+
+
+def _blocked(block: Block, latents: np.ndarray, grid: Grid) -> np.ndarray:
+    """Keys of the cells where the sampled latents fire, and of the cells beside them."""
+    latent, cell = active_cells(block.indptr, block.tokens, grid)
+    chosen = np.isin(latent, latents)
+    return blocked_keys(latent[chosen], cell[chosen], grid)
+
+
+def _columns(table: WindowTable, split: np.ndarray, decile: np.ndarray, negatives: Negatives, cfg: RecordConfig,
+             grid: Grid, lo: int) -> dict[str, np.ndarray]:
+    """Example columns without activations: the windows that went to a split, then the negatives."""
+    used = split != ""
+    act, act_split = table.take(used), split[used]
+    n_act, n_neg = len(act.start), len(negatives.cell)
+    return {
+        "latent": np.concatenate([act.latent, negatives.latent]) + lo,
+        "split": np.concatenate([act_split, negatives.splits(cfg.scored_splits)]).astype(str),
+        "kind": np.array(["activating"] * n_act + ["negative"] * n_neg),
+        "source": np.concatenate([np.where(act_split == "explain", cfg.explain_sampling, "quantiles"),
+                                  negatives.source]).astype(str),
+        "neighbour": np.concatenate([np.full(n_act, -1), negatives.neighbour]).astype(np.int64),
+        "decile": np.concatenate([decile[used], np.zeros(n_neg, np.int64)]).astype(np.int64),
+        "start": np.concatenate([act.start, grid.cell_start(negatives.cell)]).astype(np.int64),
+    }
+
+
+def _add_activations(columns: dict[str, np.ndarray], block: Block, cfg: RecordConfig,
+                     grid: Grid) -> dict[str, np.ndarray]:
+    """The cache's activations of every window, failing loudly if a negative is not all zero."""
+    acts = window_values(block.indptr, block.tokens, block.values, columns["latent"] - block.lo, columns["start"],
+                         cfg.ctx_len, grid.n_tokens)
+    negative = columns["kind"] == "negative"
+    if acts[negative].any():
+        bad = int(columns["latent"][negative][acts[negative].any(axis=1)][0])
+        raise AssertionError(f"latent {bad}: a negative window has a non-zero activation")
+    max_activation = acts.max(axis=1) if len(acts) else np.zeros(0, np.float32)
+    return {**columns, "activations": acts, "max_activation": max_activation}
 
 
 def build_block(cache: LatentCache, lo: int, hi: int, selected: np.ndarray, cfg: RecordConfig, grid: Grid,
                 survey_: Survey, extras: Extras) -> dict[str, np.ndarray]:
     """Example columns of the selected latents (global ids) inside latents [lo, hi)."""
-    indptr, tokens, values = cache.latent_block(lo, hi)
-    rng = np.random.default_rng([cfg.seed, lo])
-    selected_local = np.sort(selected - lo)
-    global_ids = np.arange(lo, hi)
-    table = survey_.tables.get(lo) or find_windows(indptr, tokens, values, grid, cfg.tokens_before, cfg.centred)
-    table = table.take(np.isin(table.latent, selected_local))
-    # deciles and top sampling rank a window by the strongest activation it shows, which may be a
-    # neighbouring cell's peak rather than its own
-    table.max = window_max(indptr, tokens, values, table, cfg.ctx_len, grid.n_tokens)
-    split, decile = _split_activating(table, cfg, rng)
-    used = split != ""
-    act = table.take(used)
-    act_split, act_decile = split[used], decile[used]
-    latent, cell = active_cells(indptr, tokens, grid)
-    chosen = np.isin(latent, selected_local)
-    blocked = blocked_keys(latent[chosen], cell[chosen], grid)
-    neg_latent, neg_cell, neg_source, neg_neighbour, neg_forced = _negatives(
-        selected_local, global_ids, table.take(split == "explain"), blocked, survey_, extras, cfg, grid, rng)
-    # alternate each latent's negatives of one source between the scored splits
-    source_code = np.searchsorted(np.array(NEGATIVE_SOURCES), neg_source.astype(str))
-    order_in_source = rank_within(neg_latent * len(NEGATIVE_SOURCES) + source_code, np.arange(len(neg_latent)))
-    splits = np.array(cfg.scored_splits, dtype=object)
-    neg_split = np.where(neg_forced != "", neg_forced, splits[order_in_source % len(splits)])
-
-    n_act, n_neg = len(act.start), len(neg_cell)
-    columns = {
-        "latent": np.concatenate([act.latent, neg_latent]) + lo,
-        "split": np.concatenate([act_split, neg_split]).astype(str),
-        "kind": np.array(["activating"] * n_act + ["negative"] * n_neg),
-        "source": np.concatenate([np.where(act_split == "explain", cfg.explain_sampling, "quantiles"),
-                                  neg_source]).astype(str),
-        "neighbour": np.concatenate([np.full(n_act, -1), neg_neighbour]).astype(np.int64),
-        "decile": np.concatenate([act_decile, np.zeros(n_neg, np.int64)]).astype(np.int64),
-        "start": np.concatenate([act.start, grid.cell_start(neg_cell)]).astype(np.int64),
-    }
-    acts = window_values(indptr, tokens, values, columns["latent"] - lo, columns["start"], cfg.ctx_len, grid.n_tokens)
-    if acts[n_act:].any():
-        bad = int(columns["latent"][n_act:][acts[n_act:].any(axis=1)][0])
-        raise AssertionError(f"latent {bad}: a negative window has a non-zero activation")
-    columns["activations"] = acts
-    columns["max_activation"] = acts.max(axis=1) if len(acts) else np.zeros(0, np.float32)
-    return columns
+    block = Block(lo, *cache.latent_block(lo, hi))
+    draw = NegativeDraw(np.sort(selected - lo), lo, block.n_latents, len(cfg.scored_splits), grid,
+                        np.random.default_rng([cfg.seed, lo]))
+    table = _block_windows(block, draw.latents, survey_, cfg, grid)
+    split, decile = _split_activating(table, cfg, draw.rng)
+    negatives = _negatives(draw, _blocked(block, draw.latents, grid), table.take(split == "explain"), survey_,
+                           extras, cfg)
+    return _add_activations(_columns(table, split, decile, negatives, cfg, grid, lo), block, cfg, grid)
 
 
 def _table(parts: list[dict[str, np.ndarray]], tokens_flat: np.ndarray, ctx_len: int) -> pa.Table:
@@ -327,7 +350,7 @@ def plan_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None) -
     """Pass 1 over every latent: (grid, survey, sampled latents, [(lo, hi, sampled latents inside)] per block
     holding any). The blocks are independent: pass 2 may build them in any process (`build_blocks`)."""
     check_window_fits(cfg, cache.seq_len)
-    grid = Grid(int(cache.tokens.shape[0]), cache.seq_len, cfg.ctx_len)
+    grid = cache_grid(cache, cfg.ctx_len)
     survey_ = survey(cache, cfg, grid)
     selected = sample_latents(survey_, cfg, n_latents)
     blocks = []

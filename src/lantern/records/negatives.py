@@ -9,12 +9,18 @@ cache. Sources:
   windows: text that looks like what the latent fires on, yet it does not (hard negatives);
 - `neighbour`: cells where a neighbour latent (co-occurring or decoder-similar) fires strongly but this one
   does not.
+Sources draw one after another (`NegativeDraw` holds what they share): each returns its `Picks`, and the
+caller adds them to the taken keys the next source sees, so no cell is picked twice for a latent.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from lantern.records.cells import Grid, rank_within, sorted_unique
+
+NEGATIVE_SOURCES = ("neighbour-cooccurrence", "neighbour-decoder", "random", "similar")  # sorted
 
 
 def blocked_keys(latent: np.ndarray, cell: np.ndarray, grid: Grid) -> np.ndarray:
@@ -92,3 +98,114 @@ def similar_cells(query: np.ndarray, latents: np.ndarray, cell_embeddings: np.nd
     if not out_latent:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     return np.concatenate(out_latent), np.concatenate(out_cell), np.concatenate(out_sim)
+
+
+@dataclass(frozen=True)
+class NegativeDraw:
+    """What every negative source of one latent block shares, passed explicitly (no state in closures)."""
+
+    latents: np.ndarray       # the block-local ids of the sampled latents, sorted
+    first_latent: int         # global id of block-local latent 0
+    n_local: int              # latents in the block
+    n_splits: int             # scored splits, which share a source's negatives between them
+    grid: Grid
+    rng: np.random.Generator  # the block's generator: sources draw from it in a fixed order
+
+    def wanted(self, count: int, split: str) -> int:
+        """Negatives per latent: `count` for each scored split, or `count` for a forced split."""
+        return count * (1 if split else self.n_splits)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Cells a source proposes, per latent; lower preference is better."""
+
+    latent: np.ndarray
+    cell: np.ndarray
+    preference: np.ndarray
+    neighbour: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Picks:
+    """The negatives one source chose, ordered by (latent, preference)."""
+
+    latent: np.ndarray
+    cell: np.ndarray
+    source: str
+    split: str                # '' = shared between the scored splits; else the split they are forced into
+    neighbour: np.ndarray     # the neighbour latent that fires there, -1 for other sources
+
+
+def choose(draw: NegativeDraw, taken: np.ndarray, candidates: Candidates, count: int, source: str,
+           split: str = "") -> Picks:
+    """Each latent's most preferred candidates whose keys are not taken (blocked or picked before)."""
+    c = candidates
+    wanted = np.full(draw.n_local, draw.wanted(count, split))
+    idx = first_per_latent(c.latent, c.cell, c.preference, wanted, draw.grid, taken)
+    neighbour = c.neighbour[idx] if c.neighbour is not None else np.full(len(idx), -1, np.int64)
+    return Picks(c.latent[idx], c.cell[idx], source, split, neighbour)
+
+
+def with_picks(taken: np.ndarray, picks: Picks, grid: Grid) -> np.ndarray:
+    """The taken keys and a source's picks: later sources must not pick the same cell again."""
+    return sorted_unique(np.concatenate([taken, picks.latent * grid.n_cells + picks.cell]))
+
+
+def random_negatives(draw: NegativeDraw, taken: np.ndarray, count: int, split: str = "") -> Picks:
+    """Uniformly drawn cells, over-drawn fourfold so that blocked ones can be skipped."""
+    latent, cell = random_cells(draw.latents, 4 * draw.wanted(count, split) + 8, draw.grid, draw.rng)
+    return choose(draw, taken, Candidates(latent, cell, draw.rng.random(len(cell))), count, "random", split)
+
+
+def similar_negatives(draw: NegativeDraw, taken: np.ndarray, query: np.ndarray, cell_embeddings: np.ndarray,
+                      count: int, split: str = "") -> Picks:
+    """The free full cells most similar to each latent's query vector (query: [n_local, dim] unit rows)."""
+    latent, cell, sim = similar_cells(query[draw.latents], draw.latents, cell_embeddings, draw.grid.full_cells(),
+                                      draw.wanted(count, split), taken, draw.grid)
+    return choose(draw, taken, Candidates(latent, cell, -sim), count, "similar", split)
+
+
+def neighbour_negatives(draw: NegativeDraw, taken: np.ndarray, source: str, neighbours: np.ndarray,
+                        top_cells: np.ndarray, count: int) -> Picks:
+    """Full cells among the neighbours' top cells, nearest neighbour and its strongest cells first.
+
+    neighbours: [num_latents, k] global ids, -1 padded; top_cells: [num_latents, n] cells, -1 padded."""
+    nb = neighbours[draw.latents + draw.first_latent]                # [s, k]
+    cells = top_cells[np.maximum(nb, 0)]                             # [s, k, n]
+    valid = (nb[:, :, None] >= 0) & (cells >= 0)
+    latent = np.broadcast_to(draw.latents[:, None, None], cells.shape)[valid]
+    neighbour = np.broadcast_to(nb[:, :, None], cells.shape)[valid]
+    preference = np.broadcast_to(np.arange(cells[0].size).reshape(cells.shape[1:]), cells.shape)[valid]
+    cell = cells[valid]
+    full = draw.grid.is_full(cell)
+    return choose(draw, taken, Candidates(latent[full], cell[full], preference[full], neighbour[full]), count, source)
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """Every negative of a block: the sources' picks as columns, in the order the sources drew."""
+
+    latent: np.ndarray
+    cell: np.ndarray
+    source: np.ndarray     # object
+    neighbour: np.ndarray
+    forced: np.ndarray     # object: the split a pick is forced into, '' to share it between scored splits
+
+    @classmethod
+    def of(cls, picks: list[Picks]) -> "Negatives":
+        return cls(_concat([p.latent for p in picks], np.int64), _concat([p.cell for p in picks], np.int64),
+                   _concat([np.full(len(p.cell), p.source, object) for p in picks], object),
+                   _concat([p.neighbour for p in picks], np.int64),
+                   _concat([np.full(len(p.cell), p.split, object) for p in picks], object))
+
+    def splits(self, scored_splits: list[str]) -> np.ndarray:
+        """Each latent's negatives of one source alternate between the scored splits (unless forced)."""
+        source_code = np.searchsorted(np.array(NEGATIVE_SOURCES), self.source.astype(str))
+        order_in_source = rank_within(self.latent * len(NEGATIVE_SOURCES) + source_code, np.arange(len(self.latent)))
+        splits = np.array(scored_splits, dtype=object)
+        return np.where(self.forced != "", self.forced, splits[order_in_source % len(splits)])
+
+
+def _concat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate([np.asarray(p, dtype) for p in parts]) if parts else np.zeros(0, dtype)
