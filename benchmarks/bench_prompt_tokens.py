@@ -25,7 +25,7 @@ from lantern.models.loading import load_tokenizer
 from lantern.pipeline.explain_stage import gather_evidence
 from lantern.pipeline.common import examples_by_latent
 from lantern.pipeline.files import records_file
-from lantern.pipeline.score_stage import _items, _request
+from scorer_prompts import scorer_items as _items, scorer_request as _request
 
 EXPLANATION = "the word \"of\" linking a noun to a following noun phrase"
 DELPHI = {"calls": 41, "prompt_tokens": 35_389}

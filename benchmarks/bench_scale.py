@@ -327,7 +327,7 @@ def prefix_sharing(run_dir: Path) -> dict:
     from lantern.models.loading import load_tokenizer
     from lantern.pipeline.common import examples_by_latent
     from lantern.pipeline.files import records_file
-    from lantern.pipeline.score_stage import _items, _request
+    from scorer_prompts import scorer_items as _items, scorer_request as _request
 
     cfg = RunConfig.load(run_dir)
     tokenizer = load_tokenizer(cfg.model)

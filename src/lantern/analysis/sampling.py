@@ -12,7 +12,7 @@ import numpy as np
 from lantern.analysis.common import Analysed, Context, Skip, number, read_rows, subplots, write_figure, write_table
 from lantern.analysis.stats import mean_ci
 from lantern.config import RunConfig
-from lantern.pipeline.score_stage import SCORES_BY_DECILE
+from lantern.pipeline.score_tables import SCORES_BY_DECILE
 
 NAME = "sampling_strategies"
 TITLE = "Accuracy per activation decile by explain sampling"

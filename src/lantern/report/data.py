@@ -14,7 +14,7 @@ from lantern.config import CONFIG_FILE, RunConfig
 from lantern.errors import LanternError
 from lantern.io import read_json
 from lantern.pipeline.files import CACHE, EXAMPLES, EXPLANATIONS, RECORDS, SCORES, SELECTION, records_file
-from lantern.pipeline.score_stage import SCORES_BY_DECILE, SCORES_BY_SOURCE
+from lantern.pipeline.score_tables import SCORES_BY_DECILE, SCORES_BY_SOURCE
 
 ANALYSIS_INDEX = Path("analysis") / "index.json"
 """Written by `lantern analyse`: a list of analyses (name, title, description, files)."""
