@@ -135,7 +135,8 @@ def test_executor_options_are_checked(tmp_path):
 def test_every_llm_option_takes_effect_or_is_refused(tmp_path):
     """Audit defect: --llm-concurrency, --llm-api, --llm-prompt-logprobs and --llm-key-env were silently ignored
     unless --llm-url, --llm-model or --llm-backend came with them."""
-    from lantern.config import LLMConfig, RunConfig, with_llm_options
+    from lantern.config import LLMConfig, RunConfig
+    from lantern.configure import with_llm_options
     from lantern.errors import LanternError
 
     server = LLMConfig(url="http://127.0.0.1:9/v1", model="m")
@@ -166,7 +167,8 @@ def test_every_llm_option_takes_effect_or_is_refused(tmp_path):
 def test_set_changes_typed_settings_and_refuses_what_it_cannot(tmp_path):
     """Test-set sizes and every other record, explain and score setting from the command line (audit: the
     per-latent intervals at the defaults are wide and the sizes had no flag)."""
-    from lantern.config import RunConfig, with_settings
+    from lantern.config import RunConfig
+    from lantern.configure import with_settings
     from lantern.errors import LanternError
 
     cfg = with_settings(RunConfig(run_dir=str(tmp_path / "run")),

@@ -355,17 +355,17 @@ def test_cli_sets_the_explainer_and_refuses_unknown_ones(run_cfg):
 
 
 def test_run_asks_the_records_for_what_the_explainer_needs(tmp_path):
-    from lantern.cli import _set_explainer
+    from lantern.configure import apply_explainer
 
     cfg = RunConfig(run_dir=str(tmp_path))
-    _set_explainer(cfg, "contrastive", 3, records_pending=True)
+    apply_explainer(cfg, "contrastive", 3, records_pending=True)
     assert (cfg.explainer.kind, cfg.explainer.candidates) == ("contrastive", 3)
     assert cfg.records.n_explain_negatives > 0 and cfg.records.n_validation_per_decile == 1
     kept = RunConfig(run_dir=str(tmp_path))
-    _set_explainer(kept, "contrastive", 3, records_pending=False)  # `explain`: the records exist already
+    apply_explainer(kept, "contrastive", 3, records_pending=False)  # `explain`: the records exist already
     assert kept.records == RecordConfig()
     plain = RunConfig(run_dir=str(tmp_path))
-    _set_explainer(plain, None, None, records_pending=True)
+    apply_explainer(plain, None, None, records_pending=True)
     assert plain.explainer == ExplainerConfig() and plain.records == RecordConfig()
 
 

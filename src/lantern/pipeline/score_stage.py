@@ -26,6 +26,7 @@ from lantern.pipeline.latent_groups import first_explanations, latent_groups
 from lantern.pipeline.pooled_rows import pooled_rows, pooling_resamples
 from lantern.pipeline.score_merge import merge_scores
 from lantern.pipeline.score_tables import ScoreOutput
+from lantern.progress import progress_bar
 from lantern.score.base import LatentTask, Plan, ScoreContext, Scorer, check_needs
 from lantern.score.registry import get_scorer
 
@@ -48,7 +49,7 @@ def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContex
         context.explanations = {(task.coder, task.latent): task.explanation for task in tasks}
     for scorer in scorers:
         scorer.setup(context)
-    plans: list[tuple[Scorer, Plan]] = [(scorer, scorer.plan(task)) for task in tasks for scorer in scorers]
+    plans = _plans(scorers, tasks, description)
     requests = [r for _, plan in plans for r in plan.requests]
     responses = complete_all(client, requests, description) if requests else []
     out = ScoreOutput()
@@ -62,6 +63,20 @@ def score_latents(client: LLMClient, scorers: list[Scorer], context: ScoreContex
         out.by_decile += by_decile
         out.by_source += by_source
     return out
+
+
+def _plans(scorers: list[Scorer], tasks: list[LatentTask], description: str) -> list[tuple[Scorer, Plan]]:
+    """Every task's plan from every scorer, in task order. A scorer that runs the subject model while planning
+    (intervention steers each latent: 20-30 s per latent on CPU) gets a progress bar."""
+    if not any(scorer.needs().subject_model for scorer in scorers):
+        return [(scorer, scorer.plan(task)) for task in tasks for scorer in scorers]
+    plans = []
+    with progress_bar() as bar:
+        progress = bar.add_task(f"{description}: plan (steering)", total=len(tasks))
+        for task in tasks:
+            plans += [(scorer, scorer.plan(task)) for scorer in scorers]
+            bar.advance(progress)
+    return plans
 
 
 def score_partition(cfg: RunConfig, index: int, explanations: list[dict], coders: list[str],

@@ -20,6 +20,7 @@ from lantern.io import read_json
 from lantern.pipeline.files import SUMMARY
 from lantern.report.data import RunData, load_run
 from lantern.report.latent_page import PieceTable, chosen_candidate, finite, fmt, latent_view
+from lantern.progress import progress_bar
 
 REPORT = "report"
 INDEX_DATA = "data/latents.js"
@@ -184,13 +185,15 @@ def build_report(run_dir: str | Path, tokenizer=None) -> dict:
             n_latents=len(rows), scorers=payload["scorers"], coders=data.coders, data_file=INDEX_DATA, root="")
         (staging / "index.html").write_text(index, encoding="utf-8")
         latent_template = env.get_template("latent.html.j2")
-        for row in rows:
-            if not row["has_page"]:
-                continue
-            view = latent_view(data, row["coder"], row["latent"], pieces, row["summary"])
-            path = staging / page_path(row["coder"], row["latent"])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(latent_template.render(v=view, root="../../"), encoding="utf-8")
+        with progress_bar() as bar:
+            pages = [row for row in rows if row["has_page"]]
+            task = bar.add_task("report pages", total=len(pages))
+            for row in pages:
+                view = latent_view(data, row["coder"], row["latent"], pieces, row["summary"])
+                path = staging / page_path(row["coder"], row["latent"])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(latent_template.render(v=view, root="../../"), encoding="utf-8")
+                bar.advance(task)
         _swap_in(staging, target)
     finally:
         if staging.exists():

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lantern.config import CONFIG_FILE, RunConfig
+from lantern.config import RunConfig
+from lantern.configure import load_run as load_config
 from lantern.errors import LanternError
 from lantern.io import read_json
 from lantern.pipeline.files import CACHE, EXAMPLES, EXPLANATIONS, RECORDS, SCORES, SELECTION, records_file
@@ -110,10 +111,7 @@ def _scorers(config: RunConfig, scores: pa.Table | None) -> list[str]:
 
 def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).exists():
-        raise LanternError(f"{run_dir} is not a lantern run directory (no {CONFIG_FILE}); pass the directory "
-                           f"`lantern run` or `lantern cache` wrote")
-    config = RunConfig.load(run_dir)
+    config = load_config(run_dir)
     manifests = {}
     for path in sorted((run_dir / CACHE).glob("*/manifest.json")):
         manifest = read_json(path)

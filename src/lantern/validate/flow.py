@@ -16,14 +16,13 @@ import pyarrow.parquet as pq
 
 from lantern.cache.reader import LatentCache
 from lantern.coders.planted import RULES
-from lantern.config import CONFIG_FILE, LLMConfig, RunConfig, with_llm_options
+from lantern.config import CONFIG_FILE, LLMConfig, RunConfig
+from lantern.configure import refuse_conflicts, with_llm_options
 from lantern.errors import LanternError
 from lantern.io import write_json, write_parquet
 from lantern.llm.base import LLMClient
-from lantern.pipeline.cache_stage import run_cache
 from lantern.pipeline.files import CACHE, EXAMPLES, EXPLANATIONS, SCORES, records_file
-from lantern.pipeline.records_stage import run_records
-from lantern.pipeline.score_stage import run_score
+from lantern.pipeline.orchestrator import Pipeline
 from lantern.records.build import RecordConfig
 from lantern.score.registry import get_scorer
 from lantern.validate.report import LatentStatus, Report, cell, markdown, metrics_of, verdict
@@ -50,12 +49,8 @@ def validation_config(run_dir: Path, model: str, corpus: str, tokens: int, llm: 
     options = {} if llm is None or isinstance(llm, LLMConfig) else llm
     if (Path(run_dir) / CONFIG_FILE).exists():
         cfg = RunConfig.load(run_dir)
-        asked = {"coders": [CODER], "model": model, "corpus": corpus, "tokens": tokens, "seed": seed}
-        conflicts = [f"{key} {value!r} (the run has {getattr(cfg, key)!r})" for key, value in asked.items()
-                     if getattr(cfg, key) != value]
-        if conflicts:
-            raise LanternError(f"{run_dir} is an existing run made with other settings: {'; '.join(conflicts)}. "
-                               f"Use another --run-dir for a validation run")
+        refuse_conflicts(cfg, {"coders": [CODER], "model": model, "corpus": corpus, "tokens": tokens, "seed": seed},
+                         "Use another --run-dir for a validation run")
         cfg.llm = llm if isinstance(llm, LLMConfig) else with_llm_options(cfg.llm, **options)
     else:
         cfg = RunConfig(run_dir=str(run_dir), model=model, corpus=corpus, coders=[CODER], tokens=tokens,
@@ -91,24 +86,28 @@ def latent_statuses(cfg: RunConfig) -> list[LatentStatus]:
     return out
 
 
-def score_variant(cfg: RunConfig, client: LLMClient, tokenizer, subject, variant: str,
-                  explanations: dict[int, str]) -> list[dict]:
+def score_variant(cfg: RunConfig, client: LLMClient | None, tokenizer, subject, variant: str,
+                  explanations: dict[int, str], pipeline: Pipeline | None = None) -> list[dict]:
     """Write this variant's explanations, run the real score stage, keep its files under validate/."""
     out = cfg.path / OUT
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(cfg.path / EXPLANATIONS, explanation_rows(CODER, variant, explanations))
-    run_score(cfg, client, tokenizer, subject=subject)
+    (pipeline or Pipeline(cfg, subject=subject, client=client)).score()
     for name in (EXPLANATIONS, SCORES, EXAMPLES):
         shutil.copyfile(cfg.path / name, out / f"{variant}.{name}")
     return pq.read_table(cfg.path / SCORES).to_pylist()
 
 
-def run_validation(cfg: RunConfig, client: LLMClient, subject, variants: tuple[str, ...] = VARIANTS) -> Report:
-    """Cache, records, then scoring with every variant; writes validate/summary.{json,md}."""
+def run_validation(cfg: RunConfig, client: LLMClient | None = None, subject=None,
+                   variants: tuple[str, ...] = VARIANTS, pipeline: Pipeline | None = None) -> Report:
+    """Cache, records, then scoring with every variant, through the same pipeline `lantern run` uses (`client`
+    and `subject`: already loaded, else the pipeline loads them); writes validate/summary.{json,md}."""
     started = time.perf_counter()
+    pipeline = pipeline or Pipeline(cfg, subject=subject, client=client)
     cfg.save()
-    seconds = {"cache": run_cache(cfg, subject)["seconds"]}
-    seconds["records"] = run_records(cfg)["seconds"]
+    pipeline.load_subject()
+    pipeline.cache()
+    pipeline.records()
     statuses = latent_statuses(cfg)
     scored = [s.latent for s in statuses if s.status == "scored"]
     if not scored:
@@ -117,13 +116,12 @@ def run_validation(cfg: RunConfig, client: LLMClient, subject, variants: tuple[s
     texts = variant_explanations({i: r.explanation for i, r in enumerate(RULES)}, scored,
                                  {i: r.partial for i, r in enumerate(RULES)})
     rows: dict[str, list[dict]] = {}
-    t0 = time.perf_counter()
     for variant in reversed(variants):  # TRUE last: the run directory ends with the true explanations scored
-        rows[variant] = score_variant(cfg, client, subject.tokenizer, subject, variant, texts[variant])
-    seconds["score"] = time.perf_counter() - t0
+        rows[variant] = score_variant(cfg, None, None, None, variant, texts[variant], pipeline)
     report = build_report(cfg, statuses, texts, rows)
-    report.settings.update({"seconds": {**seconds, "total": time.perf_counter() - started},
-                            "llm": f"{client.backend}:{client.model_id}"})
+    llm = pipeline.llm()
+    report.settings.update({"seconds": {**pipeline.seconds, "total": time.perf_counter() - started},
+                            "llm": f"{llm.backend}:{llm.model_id}" if llm is not None else None})
     write_outputs(cfg, report)
     return report
 
