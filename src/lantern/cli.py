@@ -275,18 +275,20 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory (any stage 
 
 ```
 lantern analyse runs/mine
-lantern analyse runs/top --compare runs/quantiles --only per_decile,scorer_correlation
-lantern analyse runs/two-layers --pair sae-l6,sae-l10
+lantern analyse runs/top --compare runs/quantiles --only sampling_strategies,scorer_agreement
+lantern analyse runs/two-layers --pair sae,layers.10
 ```""")
 @clear_errors
 def analyse(run_dir: Path = typer.Argument(..., help="Run directory to analyse."),
             compare: list[Path] = typer.Option([], "--compare", help="Another run to compare with (repeatable): "
                                                "e.g. the same cache with another records.explain_sampling."),
-            only: Optional[str] = typer.Option(None, "--only", help="Comma list of analyses (default: all)."),
+            only: Optional[str] = typer.Option(None, "--only", help="Comma list of analyses (default: all): scorer_agreement, "
+                                                                   "sampling_strategies, intervention, coder_comparison, "
+                                                                   "cross_layer_overlap, explanation_cost."),
             pair: list[str] = typer.Option([], "--pair", help="Coders A,B for the cross-layer overlap (repeatable; "
                                                              "default: every two coders at different layers)."),
             resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples per interval."),
-            seed: int = SeedOpt):
+            seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples and the rotated baseline.")):
     """Tables and figures of the paper's analyses under RUN_DIR/analysis/ (index.json lists them)."""
     from rich.table import Table
 
