@@ -25,6 +25,9 @@ engines tokenize the prompts identically, and how closely top log-probs, P(yes) 
 
     python -u benchmarks/bench_llm_backends.py --explain-prompts 8 --score-prompts 64 --rounds 2 --threads 2
     python -u benchmarks/bench_llm_backends.py --explain-prompts 8 --score-prompts 16 --lp-blocks 2 --rounds 4
+
+Smallest size (does it still run? timings meaningless): --explain-prompts 1 --score-prompts 2 --rounds 1
+--batch-size 1 --explain-tokens 1 --explain-new-tokens 4 --score-window 16 --max-wait 0 --clean-cores 99
 """
 from __future__ import annotations
 
@@ -79,7 +82,10 @@ def others_cores(before: tuple[float, float, float], after: tuple[float, float, 
 
 
 def wait_until_quiet(limit: float, max_wait: float) -> float:
-    """Sleep until other processes use under `limit` cores over a 2 s sample, or max_wait passes."""
+    """Sleep until other processes use under `limit` cores over a 2 s sample, or max_wait passes (0: do not wait
+    or sample at all; returns NaN)."""
+    if max_wait <= 0:
+        return float("nan")
     start = time.perf_counter()
     while True:
         before = cpu_clock()
@@ -113,8 +119,9 @@ def n_tokens(tokenizer, prompt: str) -> int:
     return 1 + len(tokenizer(prompt, add_special_tokens=False).input_ids)
 
 
-def explain_requests(tokenizer, corpus: np.ndarray, n: int, target: int, rng) -> list[Request]:
-    cfg = ExplainerConfig()
+def explain_requests(tokenizer, corpus: np.ndarray, n: int, target: int, rng,
+                     max_tokens: int | None = None) -> list[Request]:
+    cfg = ExplainerConfig() if max_tokens is None else ExplainerConfig(max_tokens=max_tokens)
     requests = []
     for _ in range(n):
         examples: list[dict] = []
@@ -249,11 +256,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8, help="TransformersClient batch size")
     parser.add_argument("--explain-tokens", type=int, default=1000, help="target explanation prompt length")
+    parser.add_argument("--explain-new-tokens", type=int, default=None,
+                        help="tokens an explanation may generate (default: lantern's explainer default, 48)")
     parser.add_argument("--score-window", type=int, default=80, help="tokens per scored window (~135-token prompts)")
     parser.add_argument("--lp-blocks", type=int, default=1, help="score blocks per round for llama-completion-lp")
     parser.add_argument("--quiet-cores", type=float, default=0.15,
                         help="before each block, wait until other processes use fewer cores than this")
-    parser.add_argument("--max-wait", type=float, default=900, help="longest wait for quiet, seconds")
+    parser.add_argument("--max-wait", type=float, default=900, help="longest wait for quiet, seconds (0: no wait)")
     parser.add_argument("--clean-cores", type=float, default=0.25,
                         help="summaries use only blocks where other processes used at most this many cores")
     parser.add_argument("--skip", default="", help="comma-separated arms to leave out")
@@ -274,7 +283,8 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     corpus = tokenize_corpus("embedded", sm.tokenizer, 256, 256 * 64, sm.bos_id).tokens
-    explain = explain_requests(sm.tokenizer, corpus, args.explain_prompts, args.explain_tokens, rng)
+    explain = explain_requests(sm.tokenizer, corpus, args.explain_prompts, args.explain_tokens, rng,
+                               args.explain_new_tokens)
     explain48 = [Request(prompt=r.prompt, max_tokens=r.max_tokens, stop=()) for r in explain]
     score = score_requests(sm.tokenizer, corpus, args.score_prompts, args.score_window, rng)
     explain_len = [n_tokens(sm.tokenizer, r.prompt) for r in explain]

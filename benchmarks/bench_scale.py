@@ -1,7 +1,8 @@
 """The whole pipeline (cache → records → explain → score) at growing sizes: how each stage's time and memory grow.
 
-Defaults of `lantern run` except the coder set: the embedded Gemma 3 270M as subject model and as the in-process
-LLM, the embedded corpus, the embedded SAE (`sae`, 4,096 latents, k = 32), the default explainer and the
+Defaults of `lantern run` except the coder set: the embedded Gemma 3 270M as subject model, `lantern run`'s default
+in-process LLM (RESULTS.md's grid ran when that was the 270M itself; `--llm-model subject` asks for it), the embedded
+corpus, the embedded SAE (`sae`, 4,096 latents, k = 32), the default explainer and the
 detection + fuzzing scorers. Every stage runs in its own subprocess (`--stage`), which times its model load
 apart from the stage itself and reports wall and CPU seconds, RSS after the model load and the peak RSS
 (`ru_maxrss`). The parent records, around each subprocess, the load average and how many cores *other*
@@ -18,7 +19,11 @@ instant LLM (`--instant`), for lantern's own cost per call and per latent. Then 
     python benchmarks/bench_scale.py --fit-only        # refit, count prefix sharing, print the tables from the JSON
 
 `--keep` reuses the work directory and skips the cells already in the JSON, so an interrupted grid can be resumed
-or extended.
+or extended. `--llm-model` replaces the LLM of the `--llm` runs (default: `lantern run`'s default LLM). Smallest
+size (does it still run? keep its JSON out of benchmarks/):
+
+    python benchmarks/bench_scale.py --tokens 1536 --latents 1,4096 --llm 1536:1 --widths "" --instant 1536 \
+        --llm-model DIR --work-dir /tmp/s --json /tmp/s.json     # DIR: a tiny Hugging Face model; then --fit-only
 """
 from __future__ import annotations
 
@@ -187,12 +192,15 @@ def spawn(stage: str, run_dir: Path) -> dict:
     return out
 
 
-def new_run(run_dir: Path, coders: list[str], tokens: int, latents: int, cache_from: Path | None = None) -> None:
-    """A run directory with `lantern run`'s defaults; `cache_from` shares another run's cache (read only)."""
-    from lantern.config import RunConfig
+def new_run(run_dir: Path, coders: list[str], tokens: int, latents: int, cache_from: Path | None = None,
+            llm_model: str | None = None) -> None:
+    """A run directory with `lantern run`'s defaults; `cache_from` shares another run's cache (read only);
+    `llm_model` replaces the default LLM (None keeps it)."""
+    from lantern.config import LLMConfig, RunConfig
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    RunConfig(run_dir=str(run_dir), coders=coders, tokens=tokens, latents=latents).save()
+    RunConfig(run_dir=str(run_dir), coders=coders, tokens=tokens, latents=latents,
+              llm=LLMConfig(model=llm_model)).save()
     if cache_from is not None and not (run_dir / "cache").exists():
         (run_dir / "cache").symlink_to(cache_from.resolve() / "cache")
 
@@ -226,29 +234,29 @@ def measure(args) -> dict:
               f"cores, load {row['load_before'][0]}", flush=True)
 
     for t in tokens:
-        new_run(base / f"T{t}", ["sae"], t, 8)
+        new_run(base / f"T{t}", ["sae"], t, 8, llm_model=args.llm_model)
         record("cache", "sae", t, 0, base / f"T{t}")
     for t in tokens:
         for n in latents:
-            new_run(base / f"T{t}-L{n}", ["sae"], t, n, cache_from=base / f"T{t}")
+            new_run(base / f"T{t}-L{n}", ["sae"], t, n, cache_from=base / f"T{t}", llm_model=args.llm_model)
             record("records", "sae", t, n, base / f"T{t}-L{n}")
     for t, n in llm:
         run_dir = base / f"T{t}-L{n}"
         if not (run_dir / "records").exists():
-            new_run(run_dir, ["sae"], t, n, cache_from=base / f"T{t}")
+            new_run(run_dir, ["sae"], t, n, cache_from=base / f"T{t}", llm_model=args.llm_model)
             record("records", "sae", t, n, run_dir)
         record("explain", "sae", t, n, run_dir)
         record("score", "sae", t, n, run_dir)
     for t in [int(x) for x in args.instant.split(",") if x]:
         run_dir = base / f"T{t}-L4096-instant"
-        new_run(run_dir, ["sae"], t, 4096, cache_from=base / f"T{t}")
+        new_run(run_dir, ["sae"], t, 4096, cache_from=base / f"T{t}", llm_model=args.llm_model)
         if not (run_dir / "records").exists():
             (run_dir / "records").symlink_to((base / f"T{t}-L4096" / "records").resolve())
         record("explain-instant", "sae", t, 4096, run_dir)
         record("score-instant", "sae", t, 4096, run_dir)
     for w in widths:
         coder = f"random:{w}:32"
-        new_run(base / f"W{w}", [coder], tokens[0], 8)
+        new_run(base / f"W{w}", [coder], tokens[0], 8, llm_model=args.llm_model)
         record("cache", coder, tokens[0], 0, base / f"W{w}")
     return results
 
@@ -380,6 +388,8 @@ def main() -> None:
                         help="random:N:32 coder widths cached at the first token count")
     parser.add_argument("--instant", default="16384",
                         help="token counts whose all-latent records get explain + score by an instant LLM")
+    parser.add_argument("--llm-model", default=None,
+                        help="the LLM of the --llm runs (default: lantern run's default LLM); e.g. `subject`")
     parser.add_argument("--work-dir", default="/tmp/bench-scale")
     parser.add_argument("--json", default=str(RESULTS))
     parser.add_argument("--keep", action="store_true", help="keep the work dir and JSON; skip measured cells")

@@ -7,11 +7,15 @@ One command (from the repository root, lantern's venv active):
     python benchmarks/bench_vs_delphi.py --delphi-10x    # also delphi's cache at 655,360 tokens (+20-40 min)
     python benchmarks/bench_vs_delphi.py --skip-cache --skip-records --skip-10x --delphi-10x --merge
                                                          # add only delphi's 10x run to an existing result
+    python benchmarks/bench_vs_delphi.py --tokens 512 --skip-10x --alt-rounds 1 --alt-tokens 512 --out /tmp/x.json
+                                                         # smallest size: does it still run? (minutes)
 
 Environment:
-    DELPHI_HARNESS  delphi baseline harness (default /work/shared/baselines/delphi): run.sh, prep.py,
-                    bench_forward.py, bench_cache.py, bench_records.py. Its scripts are called unchanged, with
-                    the python of its own venv; no delphi code is imported into lantern's process.
+    DELPHI_HARNESS  delphi baseline harness (default <repository>/../shared/baselines/delphi, found from this
+                    file's own path): run.sh, prep.py, bench_forward.py, bench_cache.py, bench_records.py. Its
+                    scripts are called unchanged, with the python of its own venv; no delphi code is imported
+                    into lantern's process. Without it the comparison stops and says so; the --worker modes
+                    (lantern's side only) need just a base dir's model, SAE and tokens.
     DELPHI_BASE     the harness's scratch dir (default ~/.cache/lantern-baselines/delphi-base): venv/, fp32
                     gemma3-270m/, sae/layers.6/, data/tokens.npy. Build it first with the harness
                     (`bash $DELPHI_HARNESS/run.sh`, or only its venv + kjv.txt + `prep.py 65536` steps).
@@ -55,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-HARNESS = Path(os.environ.get("DELPHI_HARNESS", "/work/shared/baselines/delphi"))
+HARNESS = Path(os.environ.get("DELPHI_HARNESS") or REPO.parent / "shared/baselines/delphi")
 BASE = Path(os.environ.get("DELPHI_BASE") or Path.home() / ".cache/lantern-baselines/delphi-base")
 BENCH = Path(os.environ.get("BENCH_DIR") or Path.home() / ".cache/lantern-baselines/bench-vs-delphi")
 THREADS = int(os.environ.get("THREADS", "2"))
@@ -370,11 +374,14 @@ def run_delphi(script: str, args: list[str], tag: str, result_name: str, base: P
     return res
 
 
-def prepare() -> dict:
-    """Check the harness state; build the 10x token file with the harness's own prep.build_tokens."""
+def prepare(n10: int = N10) -> dict:
+    """Check the harness state; build the 10x token file (`n10` tokens) with the harness's own prep.build_tokens."""
+    if not (HARNESS / "bench_cache.py").exists():
+        sys.exit(f"delphi harness not found at {HARNESS}: nothing to compare against (set DELPHI_HARNESS to the "
+                 f"harness folder; the --worker modes run without it)")
     for path in (DELPHI_PY, MODEL_DIR / "model.safetensors", SAE_DIR / "sae.safetensors", BASE / "data/tokens.npy"):
         if not path.exists():
-            sys.exit(f"missing {path}: build the delphi harness first (see this file's docstring)")
+            sys.exit(f"missing {path}: build the delphi harness's base dir first (see this file's docstring)")
     (BENCH / "out").mkdir(parents=True, exist_ok=True)
     (BENCH / "logs").mkdir(parents=True, exist_ok=True)
     tokens1 = BASE / "data/tokens.npy"
@@ -382,15 +389,15 @@ def prepare() -> dict:
     t1 = np.load(tokens1)
     assert t1.shape[0] >= ref.shape[0] and np.array_equal(t1[:ref.shape[0]], ref), \
         f"{tokens1} differs from the harness's tokens_65536.npy"
-    tokens10 = BENCH / "tokens_655360.npy"
+    tokens10 = BENCH / f"tokens_{n10}.npy"
     if not tokens10.exists():
-        log("building 655,360 KJV tokens with the harness's prep.build_tokens (same recipe as prep.py)")
+        log(f"building {n10:,} KJV tokens with the harness's prep.build_tokens (same recipe as prep.py)")
         code = ("import sys; sys.argv = ['prep.py', '0']; import numpy as np, prep; "
-                f"a = prep.build_tokens({N10 // SEQ}); np.save({str(tokens10)!r}, a)")
+                f"a = prep.build_tokens({n10 // SEQ}); np.save({str(tokens10)!r}, a)")
         subprocess.run([str(DELPHI_PY), "-c", code], check=True, cwd=HARNESS, env=ENV)
     t10 = np.load(tokens10)
-    assert t10.shape == (N10 // SEQ, SEQ)
-    info = {"tokens_65536_sha16": sha16(HARNESS / "tokens_65536.npy"), "tokens_655360_sha16": sha16(tokens10),
+    assert t10.shape == (n10 // SEQ, SEQ)
+    info = {"tokens_65536_sha16": sha16(HARNESS / "tokens_65536.npy"), f"tokens_{n10}_sha16": sha16(tokens10),
             "tokens_10x_first_256_rows_equal_1x": bool(np.array_equal(t10[:ref.shape[0]], ref)),
             "tokens_10x_distinct_rows": int(len(np.unique(t10, axis=0))),
             "sae_sha16": sha16(SAE_DIR / "sae.safetensors"), "model_sha16": sha16(MODEL_DIR / "model.safetensors")}
@@ -424,36 +431,37 @@ def side_base(name: str, tokens: Path) -> Path:
 
 def orchestrate(args) -> None:
     started = time.perf_counter()
+    n1, n10 = args.tokens, 10 * args.tokens
     R: dict = json.loads(Path(args.out).read_text()) if args.merge and Path(args.out).exists() else {}
-    R.update({"threads": THREADS, "n_tokens": N1, "prep": prepare()})
+    R.update({"threads": THREADS, "n_tokens": n1, "prep": prepare(n10)})
     tok1 = str(BASE / "data/tokens.npy")
-    tok10 = str(BENCH / "tokens_655360.npy")
+    tok10 = str(BENCH / f"tokens_{n10}.npy")
     cdir = lambda tag: str(BENCH / "caches" / tag)  # noqa: E731
     prompt_latents = os.environ.get("DELPHI_PROMPT_LATENTS", "0")
 
     if not args.skip_cache:
-        R["bare6_b32_A"] = run_worker("bare", "bare6_b32_A", tokens_file=tok1, n_tokens=N1, batch=32)
-        R["lantern_cache_b32_1"] = run_worker("cache", "lantern_cache_b32_1", tokens_file=tok1, n_tokens=N1, batch=32,
+        R["bare6_b32_A"] = run_worker("bare", "bare6_b32_A", tokens_file=tok1, n_tokens=n1, batch=32)
+        R["lantern_cache_b32_1"] = run_worker("cache", "lantern_cache_b32_1", tokens_file=tok1, n_tokens=n1, batch=32,
                                               cache_dir=cdir("b32"))
-        R["bare6_b32_B"] = run_worker("bare", "bare6_b32_B", tokens_file=tok1, n_tokens=N1, batch=32)
-        R["delphi_trunk_A"] = run_delphi("bench_forward.py", [str(N1), "0", "forward_a"], "delphi_trunk_A", "forward_a")
-        R["delphi_cache"] = run_delphi("bench_cache.py", [str(N1)], "delphi_cache", "cache")
-        R["delphi_trunk_B"] = run_delphi("bench_forward.py", [str(N1), "0", "forward_b"], "delphi_trunk_B", "forward_b")
-        R["lantern_cache_b32_2"] = run_worker("cache", "lantern_cache_b32_2", tokens_file=tok1, n_tokens=N1, batch=32,
+        R["bare6_b32_B"] = run_worker("bare", "bare6_b32_B", tokens_file=tok1, n_tokens=n1, batch=32)
+        R["delphi_trunk_A"] = run_delphi("bench_forward.py", [str(n1), "0", "forward_a"], "delphi_trunk_A", "forward_a")
+        R["delphi_cache"] = run_delphi("bench_cache.py", [str(n1)], "delphi_cache", "cache")
+        R["delphi_trunk_B"] = run_delphi("bench_forward.py", [str(n1), "0", "forward_b"], "delphi_trunk_B", "forward_b")
+        R["lantern_cache_b32_2"] = run_worker("cache", "lantern_cache_b32_2", tokens_file=tok1, n_tokens=n1, batch=32,
                                               cache_dir=cdir("b32"), profile=args.profile)
-        R["bare6_b32_C"] = run_worker("bare", "bare6_b32_C", tokens_file=tok1, n_tokens=N1, batch=32)
-        R["bare6_b16_A"] = run_worker("bare", "bare6_b16_A", tokens_file=tok1, n_tokens=N1, batch=16)
-        R["lantern_cache_b16"] = run_worker("cache", "lantern_cache_b16", tokens_file=tok1, n_tokens=N1, batch=16,
+        R["bare6_b32_C"] = run_worker("bare", "bare6_b32_C", tokens_file=tok1, n_tokens=n1, batch=32)
+        R["bare6_b16_A"] = run_worker("bare", "bare6_b16_A", tokens_file=tok1, n_tokens=n1, batch=16)
+        R["lantern_cache_b16"] = run_worker("cache", "lantern_cache_b16", tokens_file=tok1, n_tokens=n1, batch=16,
                                             cache_dir=cdir("b16"))
-        R["bare6_b16_B"] = run_worker("bare", "bare6_b16_B", tokens_file=tok1, n_tokens=N1, batch=16)
+        R["bare6_b16_B"] = run_worker("bare", "bare6_b16_B", tokens_file=tok1, n_tokens=n1, batch=16)
         _save(R, args.out)
 
     if not args.skip_records:
         if not (Path(cdir("b32")) / "sae/manifest.json").exists():
-            run_worker("cache", "lantern_cache_for_records", tokens_file=tok1, n_tokens=N1, batch=32,
+            run_worker("cache", "lantern_cache_for_records", tokens_file=tok1, n_tokens=n1, batch=32,
                        cache_dir=cdir("b32"))
         if not (BASE / "run/latents/layers.6").exists():
-            run_delphi("bench_cache.py", [str(N1)], "delphi_cache_for_records", "cache")
+            run_delphi("bench_cache.py", [str(n1)], "delphi_cache_for_records", "cache")
         cfgs = "default,default_no_window_index,delphi_sized"
         R["lantern_records_1"] = run_worker("records", "lantern_records_1", cache_dir=cdir("b32"), configs=cfgs,
                                             profile=args.profile)
@@ -462,13 +470,13 @@ def orchestrate(args) -> None:
         _save(R, args.out)
 
     if not args.skip_10x:
-        R["lantern_cache_b32_10x"] = run_worker("cache", "lantern_cache_b32_10x", tokens_file=tok10, n_tokens=N10,
+        R["lantern_cache_b32_10x"] = run_worker("cache", "lantern_cache_b32_10x", tokens_file=tok10, n_tokens=n10,
                                                 batch=32, cache_dir=cdir("b32-10x"))
         shutil.rmtree(cdir("b32-10x"), ignore_errors=True)
         _save(R, args.out)
     if args.delphi_10x:
-        b10 = side_base("delphi-base-10x", BENCH / "tokens_655360.npy")
-        R["delphi_cache_10x"] = run_delphi("bench_cache.py", [str(N10)], "delphi_cache_10x", "cache", base=b10)
+        b10 = side_base("delphi-base-10x", BENCH / f"tokens_{n10}.npy")
+        R["delphi_cache_10x"] = run_delphi("bench_cache.py", [str(n10)], "delphi_cache_10x", "cache", base=b10)
         shutil.rmtree(b10 / "run", ignore_errors=True)
         _save(R, args.out)
 
@@ -642,6 +650,8 @@ def main() -> None:
     parser.add_argument("--cache-dir")
     parser.add_argument("--configs", default="default")
     parser.add_argument("--profile", action="store_true", help="cProfile lantern cache #2 and records run 1")
+    parser.add_argument("--tokens", type=int, default=N1,
+                        help="tokens of the side-by-side steps (the 10x step caches ten times as many)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/bench_vs_delphi_results.json"))
     parser.add_argument("--skip-cache", action="store_true")
     parser.add_argument("--skip-records", action="store_true")

@@ -7,6 +7,9 @@ One run directory holds the cache and records (built once); each explainer's exp
 over latents with a 95% t-interval, and per explainer seconds and tokens per latent.
 
     python benchmarks/compare_explainers.py --run-dir runs/compare-explainers --latents 8
+
+`--models A,B` compares other LLMs (any `--llm-model` value; files are named after each one's last path part),
+e.g. at the smallest size: `--latents 1 --tokens 2048 --models DIR_A,DIR_B` with two tiny Hugging Face models.
 """
 from __future__ import annotations
 
@@ -30,13 +33,23 @@ from lantern.validate.report import mean_interval
 MODELS = ("embedded", "embedded-0.5b")
 
 
+def label(model: str) -> str:
+    """A model's name in file names and tables: an embedded LLM's name, or a path's last part."""
+    return Path(model).name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/compare-explainers"))
     parser.add_argument("--latents", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=65_536)
     parser.add_argument("--scorers", default="detection")
+    parser.add_argument("--models", default=",".join(MODELS), help="the LLMs compared, each as explainer and judge")
     args = parser.parse_args()
+    models = args.models.split(",")
+    names = {model: label(model) for model in models}
+    if len(set(names.values())) != len(models):
+        parser.error(f"--models need distinct names: {sorted(names.values())}")
     subject = load_subject_model("embedded")
     if (args.run_dir / "config.json").exists():
         cfg = RunConfig.load(args.run_dir)
@@ -48,30 +61,31 @@ def main() -> None:
     run_records(cfg)
     out = cfg.path / "compare"
     out.mkdir(exist_ok=True)
-    for explainer in MODELS:
-        saved = out / f"{explainer}.explanations.parquet"
+    for explainer in models:
+        saved = out / f"{names[explainer]}.explanations.parquet"
         if not saved.exists():
             cfg.llm = LLMConfig(model=explainer)
             client = make_client(cfg.llm, cfg.path)
             run_explain(cfg, client, subject.tokenizer, subject)
             client.close()
             shutil.copyfile(cfg.path / EXPLANATIONS, saved)
-    for judge in MODELS:
+    for judge in models:
         cfg.llm = LLMConfig(model=judge)
         client = make_client(cfg.llm, cfg.path)
-        for explainer in MODELS:
-            saved = out / f"{explainer}.by-{judge}.scores.parquet"
+        for explainer in models:
+            saved = out / f"{names[explainer]}.by-{names[judge]}.scores.parquet"
             if saved.exists():
                 continue
-            shutil.copyfile(out / f"{explainer}.explanations.parquet", cfg.path / EXPLANATIONS)
+            shutil.copyfile(out / f"{names[explainer]}.explanations.parquet", cfg.path / EXPLANATIONS)
             run_score(cfg, client, subject.tokenizer, subject)
             shutil.copyfile(cfg.path / SCORES, saved)
         client.close()
+    shown = [names[m] for m in models]
     print("| explainer | judge | scorer | AUROC (95% CI) | balanced acc. (95% CI) | latents scored | failed expl. |")
     print("|---|---|---|---|---|---|---|")
-    for explainer in MODELS:
+    for explainer in shown:
         explained = pq.read_table(out / f"{explainer}.explanations.parquet").to_pylist()
-        for judge in MODELS:
+        for judge in shown:
             rows = pq.read_table(out / f"{explainer}.by-{judge}.scores.parquet").to_pylist()
             for scorer in cfg.scorers:
                 mine = [r for r in rows if r["scorer"] == scorer]
@@ -84,16 +98,16 @@ def main() -> None:
                       f"{sum(r['failed'] for r in explained)} |")
     print("\n| explainer | s/latent | prompt tok./latent | completion tok./latent |")
     print("|---|---|---|---|")
-    for explainer in MODELS:
+    for explainer in shown:
         explained = [r for r in pq.read_table(out / f"{explainer}.explanations.parquet").to_pylist()]
         print(f"| {explainer} | {np.mean([r['seconds'] for r in explained]):.1f} | "
               f"{np.mean([r['prompt_tokens'] for r in explained]):.0f} | "
               f"{np.mean([r['completion_tokens'] for r in explained]):.0f} |")
-    print("\nexplanations (latent: 1.5B | 0.5B):")
+    print(f"\nexplanations (latent: {' | '.join(shown)}):")
     by = {m: {r["latent"]: r["explanation"] for r in pq.read_table(out / f"{m}.explanations.parquet").to_pylist()}
-          for m in MODELS}
-    for latent in sorted(by[MODELS[0]]):
-        print(f"  {latent}: {by[MODELS[0]][latent]} | {by[MODELS[1]].get(latent)}")
+          for m in shown}
+    for latent in sorted(by[shown[0]]):
+        print(f"  {latent}: " + " | ".join(str(by[m].get(latent)) for m in shown))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ over rules for both and their gap. Held-out rules are never read here, so `lante
 measure the chosen form on rules it was not chosen on.
 
     python benchmarks/tune_judge_prompts.py --run-dir runs/tune --forms contains,words,text+words
+
+Smallest size (does it still run?): `--tokens 2048 --forms words --scorers detection,fuzzing --model DIR
+--llm-model DIR` with a tiny Hugging Face model as subject and judge (the planted coder reads token ids, so any model
+with the Gemma 3 tokenizer works).
 """
 from __future__ import annotations
 
@@ -35,14 +39,15 @@ from lantern.validate.variants import variant_explanations
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/tune-judge"))
+    parser.add_argument("--model", default="embedded", help="subject model (the planted cache runs its forward)")
     parser.add_argument("--llm-model", default="embedded")
     parser.add_argument("--forms", default=",".join(JUDGE_FORMS))
     parser.add_argument("--scorers", default="detection")
     parser.add_argument("--tokens", type=int, default=DEFAULT_TOKENS)
     args = parser.parse_args()
 
-    subject = load_subject_model("embedded")
-    cfg = validation_config(args.run_dir, "embedded", "embedded", args.tokens, LLMConfig(model=args.llm_model),
+    subject = load_subject_model(args.model)
+    cfg = validation_config(args.run_dir, args.model, "embedded", args.tokens, LLMConfig(model=args.llm_model),
                             ["detection"])
     cfg.save()
     run_cache(cfg, subject)
@@ -68,7 +73,7 @@ def main() -> None:
                         items = detection.items(by_latent[latent])
                         made = [detection.request(tokenizer, texts[variant][latent], it, form) for it in items]
                     else:
-                        items = fuzzing.items(by_latent[latent], cfg.mark_threshold, cfg.seed)
+                        items = fuzzing.items(by_latent[latent], cfg.explainer.mark_threshold, cfg.seed)
                         made = [fuzzing.request(tokenizer, texts[variant][latent], it, form) for it in items]
                     requests += made
                     labels += [it["label"] for it in items]
