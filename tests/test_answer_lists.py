@@ -58,14 +58,15 @@ def test_examples_per_prompt_is_checked():
 def test_cli_option_is_checked_before_anything_loads_and_saved(tmp_path):
     from typer.testing import CliRunner
 
-    from lantern.cli import _set_scorers, app
+    from lantern.cli import app
+    from lantern.configure import apply_scorers
 
     cfg = RunConfig(run_dir=str(tmp_path), scorers=["detection"])
     cfg.save()
     refused = CliRunner().invoke(app, ["score", "--run-dir", str(tmp_path), "--examples-per-prompt", "0"])
     assert refused.exit_code == 2 and "examples_per_prompt must be 1..20" in refused.output
     assert RunConfig.load(tmp_path).scoring.examples_per_prompt == 1  # nothing saved
-    _set_scorers(cfg, "detection,fuzzing", examples_per_prompt=5)
+    apply_scorers(cfg, "detection,fuzzing", examples_per_prompt=5)
     cfg.save()
     assert RunConfig.load(tmp_path).scoring == ScorerConfig(examples_per_prompt=5)
 
