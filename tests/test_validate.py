@@ -331,3 +331,20 @@ def test_variants_can_be_chosen_but_the_verdicts_three_are_required():
     for bad in ("true,shuffled", "true,shuffled,random,sideways"):
         with pytest.raises(LanternError, match="--variants"):
             parse_variants(bad)
+
+
+def test_rules_left_out_of_a_smaller_sample_say_so(tmp_path, model_dir, tiny_subject):
+    """With fewer latents than rules (e.g. a benchmark's --latents 2), a rule that was simply not sampled is not
+    reported as lacking windows."""
+    from lantern.pipeline.orchestrator import Pipeline
+    from lantern.validate.flow import latent_statuses
+
+    cfg = validation_config(tmp_path / "run", str(model_dir), "embedded", 8_192, LLMConfig(), scorers=["detection"])
+    cfg.latents = 2
+    with Pipeline(cfg, subject=tiny_subject) as pipeline:
+        pipeline.cache()
+        pipeline.records()
+    statuses = latent_statuses(cfg)
+    assert sum(s.status == "scored" for s in statuses) <= 2
+    unsampled = [s for s in statuses if s.note.startswith("not among the 2 latents sampled")]
+    assert unsampled and not any("disjoint windows" in s.note for s in unsampled)

@@ -21,7 +21,7 @@ from lantern.configure import refuse_conflicts, with_llm_options
 from lantern.errors import LanternError
 from lantern.io import write_json, write_parquet
 from lantern.llm.base import LLMClient
-from lantern.pipeline.files import CACHE, EXAMPLES, EXPLANATIONS, SCORES, records_file
+from lantern.pipeline.files import CACHE, EXAMPLES, EXPLANATIONS, SCORES, latents_file, records_file
 from lantern.pipeline.orchestrator import Pipeline
 from lantern.records.build import RecordConfig
 from lantern.score.registry import get_scorer
@@ -70,11 +70,16 @@ def latent_statuses(cfg: RunConfig) -> list[LatentStatus]:
     positives = {r["latent"] for r in rows if r["split"] == "test" and r["kind"] == "activating"}
     negatives = {r["latent"] for r in rows if r["split"] == "test" and r["kind"] == "negative"}
     recorded = {r["latent"] for r in rows}
+    summary = latents_file(cfg.path, CODER)
+    sampled = set(pq.read_table(summary, columns=["latent"]).column("latent").to_pylist()) if summary.exists() \
+        else set(range(len(RULES)))
     out = []
     for latent, rule in enumerate(RULES):
         count = int(cache.counts[latent])
         status, note = "scored", ""
-        if latent not in recorded:
+        if latent not in sampled and count > 0 and len(sampled) >= cfg.latents:  # the sample was full
+            status, note = "no records", f"not among the {cfg.latents} latents sampled"
+        elif latent not in recorded:
             status = "no records"
             note = (f"never fires in {cache.manifest['n_tokens_cached']} tokens" if count == 0 else
                     f"fewer than {cfg.records.windows_needed} disjoint windows of {cfg.records.ctx_len} tokens")
