@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lantern.intervals import t_interval
-from lantern.validate.variants import VARIANTS
 
 CHANCE_BY_METRIC = {"balanced_accuracy": 0.5, "balanced_accuracy_calibrated": 0.5, "auroc": 0.5, "pearson": 0.0, "spearman": 0.0}
 RANGE_BY_METRIC = {"balanced_accuracy": (0.0, 1.0), "balanced_accuracy_calibrated": (0.0, 1.0), "auroc": (0.0, 1.0), "accuracy": (0.0, 1.0),
