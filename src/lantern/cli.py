@@ -88,16 +88,11 @@ def locked(new_run: str | None = None):
     return decorate
 
 
-def _executor(options: ExecutorConfig):
-    from lantern.executors.base import make_executor
-
-    return make_executor(options)
-
-
 def _pipeline(cfg, executor: ExecutorConfig, llm: dict | None = None):
+    from lantern.executors.base import make_executor
     from lantern.pipeline.orchestrator import Pipeline
 
-    return Pipeline(cfg, _executor(executor), llm or {})
+    return Pipeline(cfg, make_executor(executor), llm or {})
 
 
 @app.command(epilog="""Examples:
