@@ -348,3 +348,28 @@ def test_rules_left_out_of_a_smaller_sample_say_so(tmp_path, model_dir, tiny_sub
     assert sum(s.status == "scored" for s in statuses) <= 2
     unsampled = [s for s in statuses if s.note.startswith("not among the 2 latents sampled")]
     assert unsampled and not any("disjoint windows" in s.note for s in unsampled)
+
+
+def test_rules_subset_scores_only_the_chosen_rules_after_a_full_run(tmp_path, model_dir, tiny_subject):
+    """`--rules held-out` in a run directory that already scored every rule: only the held-out rules are asked
+    about and reported; the others are listed as not chosen, and names or groups that do not exist are refused."""
+    from lantern.validate.variants import parse_rules
+
+    assert parse_rules(None) is None
+    held = parse_rules("held-out")
+    assert held == tuple(i for i, r in enumerate(RULES) if r.held_out)
+    assert parse_rules("digits, the,held-out") == tuple(sorted({KEYS.index("digits"), KEYS.index("the"), *held}))
+    with pytest.raises(LanternError, match="no planted rule 'sideways'"):
+        parse_rules("digits,sideways")
+    cfg = validation_config(tmp_path / "run", str(model_dir), "embedded", 16_384, LLMConfig(), scorers=["detection"])
+    full = run_validation(cfg, RuleJudge(), tiny_subject, variants=("true", "shuffled", "random"))
+    judge = RuleJudge()
+    subset = run_validation(validation_config(cfg.path, str(model_dir), "embedded", 16_384, LLMConfig()), judge,
+                            tiny_subject, variants=("true", "shuffled", "random"), rules=held)
+    chosen = {s.latent for s in subset.latents if s.status == "scored"}
+    assert chosen and chosen <= set(held)
+    assert {s.latent for s in full.latents if s.status == "scored"} - chosen == \
+        {s.latent for s in subset.latents if s.status == "not chosen"}
+    assert {r["latent"] for r in subset.per_latent} == chosen
+    assert all(c.n == len(chosen) for c in subset.cells if c.group == "all")
+    assert subset.settings["rules"] == [RULES[i].key for i in held]

@@ -15,7 +15,7 @@ from lantern.cli_options import (EXECUTOR_OPTIONS, LLM_OPTIONS, BatchOpt, Candid
 from lantern.configure import apply_explainer, apply_scorers, load_run, open_run, records_built, with_settings
 from lantern.errors import LanternError
 from lantern.executors.base import ExecutorConfig
-from lantern.validate.variants import VARIANTS, parse_variants
+from lantern.validate.variants import VARIANTS, parse_rules, parse_variants
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown", help="""
 Explain and score sparse-coder latents with LLMs.
@@ -338,6 +338,9 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
              variants: str = typer.Option(",".join(VARIANTS), "--variants",
                                           help="Explanation variants to score, comma-separated: true, shuffled and "
                                                "random (needed for the verdict), partial, overbroad."),
+             rules: Optional[str] = typer.Option(None, "--rules", help="Planted rules to score, comma-separated: "
+                                                 "rule names (digits, the, negation, ...) and/or the groups tuned "
+                                                 "and held-out (default: every rule)."),
              llm: dict = None):
     """Check the scorers on planted latents: TRUE explanations must beat SHUFFLED ones, RANDOM ones sit at chance."""
     from lantern.pipeline.orchestrator import Pipeline
@@ -347,8 +350,9 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
     cfg = validation_config(run_dir, model, corpus, tokens, llm, parse_scorers(scorers) if scorers else None, seed)
     apply_scorers(cfg, None, intervention_kl, examples_per_prompt)
     chosen = parse_variants(variants)
+    subset = parse_rules(rules)
     with Pipeline(cfg) as pipeline:
-        report = run_validation(cfg, pipeline=pipeline, variants=chosen)
+        report = run_validation(cfg, pipeline=pipeline, variants=chosen, rules=subset)
     print_report(report)
     console.print(f"validation written to [bold]{cfg.path / 'validate'}[/bold] (summary.json, summary.md)")
 

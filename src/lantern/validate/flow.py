@@ -104,9 +104,11 @@ def score_variant(cfg: RunConfig, client: LLMClient | None, tokenizer, subject, 
 
 
 def run_validation(cfg: RunConfig, client: LLMClient | None = None, subject=None,
-                   variants: tuple[str, ...] = VARIANTS, pipeline: Pipeline | None = None) -> Report:
+                   variants: tuple[str, ...] = VARIANTS, pipeline: Pipeline | None = None,
+                   rules: tuple[int, ...] | None = None) -> Report:
     """Cache, records, then scoring with every variant, through the same pipeline `lantern run` uses (`client`
-    and `subject`: already loaded, else the pipeline loads them); writes validate/summary.{json,md}."""
+    and `subject`: already loaded, else the pipeline loads them); writes validate/summary.{json,md}. `rules`:
+    the planted latents to score (None: all); the others are listed as not chosen."""
     started = time.perf_counter()
     pipeline = pipeline or Pipeline(cfg, subject=subject, client=client)
     cfg.save()
@@ -114,16 +116,23 @@ def run_validation(cfg: RunConfig, client: LLMClient | None = None, subject=None
     pipeline.cache()
     pipeline.records()
     statuses = latent_statuses(cfg)
+    if rules is not None:
+        statuses = [s if s.latent in rules or s.status != "scored" else replace(s, status="not chosen",
+                                                                               note="not in --rules")
+                    for s in statuses]
     scored = [s.latent for s in statuses if s.status == "scored"]
     if not scored:
-        raise LanternError(f"no planted latent got records with positives and negatives in {cfg.tokens} tokens; "
-                           f"cache more tokens (--tokens)")
+        raise LanternError(f"no planted latent got records with positives and negatives in {cfg.tokens} tokens"
+                           f"{' among the --rules chosen' if rules is not None else ''}; cache more tokens (--tokens)")
     texts = variant_explanations({i: r.explanation for i, r in enumerate(RULES)}, scored,
                                  {i: r.partial for i, r in enumerate(RULES)})
     rows: dict[str, list[dict]] = {}
     for variant in reversed(variants):  # TRUE last: the run directory ends with the true explanations scored
-        rows[variant] = score_variant(cfg, None, None, None, variant, texts[variant], pipeline)
+        rows[variant] = [r for r in score_variant(cfg, None, None, None, variant, texts[variant], pipeline)
+                         if r["latent"] in scored]  # a resumed run's scores of rules not chosen this time
     report = build_report(cfg, statuses, texts, rows)
+    if rules is not None:
+        report.settings["rules"] = [RULES[i].key for i in rules]
     llm = pipeline.llm()
     report.settings.update({"seconds": {**pipeline.seconds, "total": time.perf_counter() - started},
                             "llm": f"{llm.backend}:{llm.model_id}" if llm is not None else None})

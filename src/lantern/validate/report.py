@@ -61,7 +61,7 @@ class LatentStatus:
     explanation: str
     firing_tokens: int
     status: str
-    """`scored`, `no records` or `no negatives`."""
+    """`scored`, `no records`, `no negatives` or `not chosen` (left out by `--rules`)."""
     note: str = ""
 
 

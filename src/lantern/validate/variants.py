@@ -37,6 +37,28 @@ def parse_variants(text: str) -> tuple[str, ...]:
     return tuple(v for v in VARIANTS if v in asked)
 
 
+def parse_rules(text: str | None) -> tuple[int, ...] | None:
+    """`--rules`: planted rule names and/or the groups `tuned` and `held-out`, comma-separated, as latent ids in
+    rule order (None: every rule). Scorers that cost a full prompt pass per window (simulation, surprisal) can
+    then be checked on a declared subset, reported as such."""
+    from lantern.coders.planted import RULES
+    from lantern.errors import LanternError
+
+    if text is None or not text.strip():
+        return None
+    names = {rule.key: i for i, rule in enumerate(RULES)}
+    chosen: set[int] = set()
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if part in ("tuned", "held-out"):
+            chosen |= {i for i, rule in enumerate(RULES) if rule.held_out == (part == "held-out")}
+        elif part in names:
+            chosen.add(names[part])
+        else:
+            raise LanternError(f"--rules: no planted rule {part!r}; choose from tuned, held-out, "
+                               f"{', '.join(names)}")
+    return tuple(sorted(chosen))
+
+
 def variant_explanations(true: dict[int, str], scored: list[int],
                          partial: dict[int, str] | None = None) -> dict[str, dict[int, str]]:
     """Per variant, the explanation of every scored latent. SHUFFLED rotates the true explanations of the
