@@ -357,6 +357,104 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
     console.print(f"validation written to [bold]{cfg.path / 'validate'}[/bold] (summary.json, summary.md)")
 
 
+@app.command(epilog="""Examples:
+
+```
+lantern sweep --sweep-dir runs/ablation --latents 32 --vary records.explain_sampling=top,random,quantiles
+lantern sweep --sweep-dir runs/ablation --vary explainer.show_activations=false,true --vary llm.model=embedded,embedded-0.5b
+lantern sweep --sweep-dir runs/ablation --grid ablations.toml --budget-hours 6 --dry-run
+```""")
+@clear_errors
+@locked(new_run="sweep")
+@grouped("executor", EXECUTOR_OPTIONS)
+@grouped("llm", LLM_OPTIONS)
+def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir", metavar="<path>",
+                                                 help="Sweep directory (default: runs/sweep-TIMESTAMP); each variant "
+                                                      "is a run directory under variants/."),
+          vary: list[str] = typer.Option([], "--vary", help="A setting and its values, section.name=v1,v2 "
+                                         "(repeatable; every combination runs): records.NAME, explainer.NAME, scoring.NAME "
+                                         "or llm.model."),
+          grid: Optional[Path] = typer.Option(None, "--grid", help="A TOML file with a [vary] table of "
+                                              "\"section.name\" = [values], instead of --vary."),
+          budget_hours: Optional[float] = typer.Option(None, "--budget-hours", help="Refuse a grid whose estimated "
+                                                       "time (at the embedded 1.5B's measured rate) exceeds this."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the variants and the estimated cost; run "
+                                       "nothing."),
+          model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt, layer: int = LayerOpt,
+          tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt, batch_size: int = BatchOpt,
+          explainer: Optional[str] = ExplainerOpt, scorers: Optional[str] = ScorersOpt,
+          settings: Optional[list[str]] = SetOpt, llm: dict = None, executor: ExecutorConfig = None):
+    """Run a grid of settings over one cache: one run directory per variant, sharing what the varied settings
+    leave unchanged (records, explanations, the response cache); resumable."""
+    from rich.table import Table
+
+    from lantern.sweep import execute, plan_sweep
+    from lantern.sweep.grid import parse_vary, read_grid
+
+    if grid is not None and vary:
+        raise LanternError("give either --vary or --grid, not both")
+    chosen = read_grid(grid) if grid is not None else parse_vary(vary)
+    base = open_run(Path(run_dir) / "variants" / "_base", llm, model=model, corpus=corpus, coders=coders, layer=layer,
+                    tokens=tokens, latents=latents, seed=seed, batch_size=batch_size)
+    if settings:
+        with_settings(base, settings)
+    apply_explainer(base, explainer, None, records_pending=True)
+    apply_scorers(base, scorers)
+    planned = plan_sweep(Path(run_dir), base, chosen, budget_hours)
+    console.print(f"sweep of {len(planned.variants)} variant(s): {planned.cost.describe()}")
+    if dry_run:
+        for state in planned.variants:
+            console.print(f"  {state.name}")
+        return
+    done = execute(planned, executor)
+    table = Table("variant", "status", "reused", "seconds", "error")
+    for state in done.variants:
+        table.add_row(state.name, state.status, ", ".join(state.reused) or "-",
+                      f"{sum(state.seconds.values()):.0f}", state.error or "")
+    Console().print(table)
+    console.print(f"sweep written to [bold]{run_dir}[/bold] (sweep.json); compare the variants with "
+                  f"`lantern compare {run_dir}`")
+    if any(state.error for state in done.variants):
+        raise typer.Exit(2)
+
+
+@app.command(epilog="""Examples:
+
+```
+lantern compare runs/ablation                                   # a sweep: every variant against the first
+lantern compare runs/ablation --baseline explain_sampling=top
+lantern compare runs/top runs/quantiles --out runs/top-vs-quantiles
+```""")
+@clear_errors
+def compare(paths: list[Path] = typer.Argument(..., help="A sweep directory, or run directories (the first is the "
+                                               "baseline) that scored the same latents."),
+            baseline: Optional[str] = typer.Option(None, "--baseline", help="The variant the others are compared "
+                                                   "with (default: the sweep's first variant)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Where to write (default: SWEEP/comparison, or "
+                                               "the first run's analysis/comparison)."),
+            resamples: int = typer.Option(2000, "--resamples", help="Bootstrap resamples per interval."),
+            seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resamples.")):
+    """Paired comparison of variants on the same latents: per-latent differences with bootstrap intervals, a
+    Wilcoxon signed-rank test (Holm-corrected), per decile too; a table and a figure per variant."""
+    from rich.table import Table
+
+    from lantern.analysis.paired import compare_variants
+    from lantern.sweep.run import comparison_inputs
+
+    runs, varied, default_out = comparison_inputs(paths)
+    chosen = baseline or next(iter(runs))
+    result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table("variant", "scorer", "metric", "n", "baseline", "variant mean", "difference [95% CI]", "Holm p")
+    for row in (r for r in result.rows if r.coder == "all"):
+        table.add_row(row.variant, row.scorer, row.metric, str(row.n), f"{row.baseline_mean:.3f}",
+                      f"{row.variant_mean:.3f}", f"{row.difference:+.3f} [{row.ci_low:+.3f}, {row.ci_high:+.3f}]",
+                      f"{row.p_holm:.3g}")
+    Console().print(table)
+    console.print(f"comparison written to [bold]{out or default_out}[/bold] (summary.md, paired.parquet, figures)")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,171 @@
+"""`lantern sweep` and `lantern compare` on the tiny Gemma 3 (subject and in-process LLM), a real sparsify SAE
+checkpoint and a text corpus: the grid's variants share the cache, records and explanations where their settings
+allow, a variant that fails leaves the others going, a rerun redoes nothing, and the comparison pairs latents."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import write_sparsify_folder
+from lantern.analysis.paired import compare_variants
+from lantern.cli import app
+from lantern.config import RunConfig
+from lantern.errors import LanternError
+from lantern.llm.base import LLMClient, Request, Response
+from lantern.sweep.grid import check_grid, parse_vary, read_grid
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, model_dir):
+    root = tmp_path_factory.mktemp("sweep-inputs")
+    corpus = root / "text.txt"
+    corpus.write_text(" ".join(f"word{i % 97} and the {i % 13} of" for i in range(4000)))
+    coder = root / "coders" / "layers.1"
+    write_sparsify_folder(coder, d_in=64, num_latents=64, k=4)
+    return model_dir, corpus, coder
+
+
+def _sweep(out: Path, inputs, *extra: str):
+    model_dir, corpus, coder = inputs
+    return CliRunner().invoke(app, [
+        "sweep", "--sweep-dir", str(out), "--model", str(model_dir), "--corpus", str(corpus), "--coders", str(coder),
+        "--tokens", "8192", "--latents", "2", "--scorers", "detection", "--llm-model", str(model_dir),
+        "--set", "records.n_explain=6", "--set", "records.min_windows=12", *extra])
+
+
+def test_sweep_shares_what_it_can_and_resumes(tmp_path, inputs):
+    out = tmp_path / "sweep"
+    grid = ["--vary", "records.explain_sampling=top,random", "--vary", "explainer.candidates=1,2"]
+    done = _sweep(out, inputs, *grid)
+    # candidates=2 needs validation windows the records lack: its score stage refuses, the others finish
+    assert done.exit_code == 2, done.output
+    saved = json.loads((out / "sweep.json").read_text())
+    states = {v["name"]: v for v in saved["variants"]}
+    assert sorted(states) == sorted(f"explain_sampling={s},candidates={c}" for s in ("top", "random") for c in (1, 2))
+    for name, state in states.items():
+        failed = name.endswith("candidates=2")
+        assert (state["status"] == "failed") == failed, state
+        assert ("n_validation_per_decile" in (state["error"] or "")) == failed
+    # one cache for all; records made once per explain sampling; nothing else shared between explainers
+    assert states["explain_sampling=top,candidates=1"]["reused"] == []
+    assert states["explain_sampling=top,candidates=2"]["reused"] == ["cache", "records"]
+    assert states["explain_sampling=random,candidates=1"]["reused"] == ["cache"]
+    assert states["explain_sampling=random,candidates=2"]["reused"] == ["cache", "records"]
+    for state in states.values():
+        run = Path(state["run_dir"])
+        assert (run / "cache").resolve() == (out / "cache").resolve()
+        assert (run / "llm_cache.sqlite").resolve() == (out / "llm_cache.sqlite").resolve()
+        assert RunConfig.load(run).records.explain_sampling in state["name"]
+    top, random = (Path(states[f"explain_sampling={s},candidates=1"]["run_dir"]) for s in ("top", "random"))
+    assert (top / "records").resolve() != (random / "records").resolve()
+    explain = {s: pq.read_table(Path(states[f"explain_sampling={s},candidates=1"]["run_dir"]) / "records" /
+                                "layers_1.parquet").to_pylist() for s in ("top", "random")}
+    assert {r["latent"] for r in explain["top"]} == {r["latent"] for r in explain["random"]}
+    assert pq.read_table(top / "scores.parquet").num_rows == pq.read_table(random / "scores.parquet").num_rows == 2
+
+    # a rerun of the same grid redoes nothing that finished; the failed variants are tried again
+    mtime = (top / "scores.parquet").stat().st_mtime_ns
+    again = _sweep(out, inputs, *grid)
+    assert again.exit_code == 2 and (top / "scores.parquet").stat().st_mtime_ns == mtime
+    # another grid in the same directory is refused
+    other = _sweep(out, inputs, "--vary", "records.explain_sampling=top,quantiles")
+    assert other.exit_code == 2 and "another grid" in other.output
+
+    # the tiny random model answers no yes/no question: nothing to pair, and the comparison says so
+    compared = CliRunner().invoke(app, ["compare", str(out), "--resamples", "200"])
+    assert compared.exit_code == 0, compared.output
+    notes = json.loads((out / "comparison" / "comparison.json").read_text())["notes"]
+    assert sum("no scores.parquet" in n for n in notes) == 2  # the two candidates=2 variants failed
+    assert any("random,candidates=1: no latent has a score in both runs" in n for n in notes)
+
+
+def test_sweep_shares_explanations_when_only_scoring_varies(tmp_path, inputs):
+    out = tmp_path / "sweep"
+    done = _sweep(out, inputs, "--vary", "scoring.bootstrap_resamples=50,100")
+    assert done.exit_code == 0, done.output
+    states = json.loads((out / "sweep.json").read_text())["variants"]
+    assert states[1]["reused"] == ["cache", "records", "explain"]
+    first, second = (pq.read_table(Path(s["run_dir"]) / "explanations.parquet").to_pylist() for s in states)
+    assert [r["explanation"] for r in first] == [r["explanation"] for r in second]
+    assert all(os.path.getsize(Path(s["run_dir"]) / "scores.parquet") for s in states)
+
+
+def test_grid_errors_are_clear_before_anything_runs(tmp_path):
+    base = RunConfig(run_dir=str(tmp_path / "base"))
+    for vary, message in ((["records.explain_samplin=top"], "has no setting 'explain_samplin'"),
+                          (["records.ctx_len=32,abc"], "--vary records.ctx_len='abc': expected int"),
+                          (["records.explain_sampling=top,bogus"], "unknown explain_sampling 'bogus'"),
+                          (["model=embedded,other"], "a sweep varies records"),
+                          (["records.ctx_len"], "expected section.name=value1,value2")):
+        with pytest.raises(LanternError, match=message):
+            check_grid(base, parse_vary(vary))
+    with pytest.raises(LanternError, match="at least one --vary"):
+        check_grid(base, parse_vary([]))
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[vary]\n"records.explain_sampling" = ["top", "quantiles"]\n"explainer.show_activations" = [false, true]\n')
+    variants = check_grid(base, read_grid(toml))
+    assert [v.name for v in variants][:2] == ["explain_sampling=top,show_activations=false",
+                                              "explain_sampling=top,show_activations=true"]
+    toml.write_text("[vary]\nrecords = 3\n")
+    with pytest.raises(LanternError, match="non-empty list"):
+        read_grid(toml)
+
+
+def test_a_grid_over_budget_is_refused_with_its_cost(tmp_path):
+    done = CliRunner().invoke(app, ["sweep", "--sweep-dir", str(tmp_path / "s"), "--latents", "32", "--coders",
+                                    "sae,neurons", "--vary", "records.explain_sampling=top,random,quantiles",
+                                    "--budget-hours", "1"])
+    assert done.exit_code == 2
+    assert "3 variant(s) × 64 latents: 3 record set(s), 192 explanations" in " ".join(done.output.split())
+    assert not (tmp_path / "s" / "variants").exists()
+
+
+class HashJudge(LLMClient):
+    """Scripted: explains every latent with one phrase and answers yes/no questions with a P(yes) fixed by the
+    prompt's hash, so scores are finite and differ between variants (the pairing, not a judgement, is tested)."""
+
+    backend, model_id = "scripted", "hash-judge"
+
+    async def acomplete(self, batch: list[Request]) -> list[Response]:
+        out = []
+        for r in batch:
+            if not r.top_logprobs:
+                out.append(Response(text="the word and", prompt_tokens=10, completion_tokens=3))
+                continue
+            p = (zlib.crc32(r.prompt.encode()) % 1000 + 1) / 1002
+            out.append(Response(text=" yes" if p >= 0.5 else " no", prompt_tokens=10, completion_tokens=1,
+                                first_token_logprobs={" yes": math.log(p), " no": math.log(1 - p)}))
+        return out
+
+
+def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
+    """The sweep's real records and score stages with a scripted judge; compare's n and mean difference equal a
+    count and a mean taken by hand from the two scores.parquet files."""
+    from lantern.executors.base import ExecutorConfig
+    from lantern.sweep import execute, plan_sweep
+
+    model_dir, corpus, coder = inputs
+    base = RunConfig(run_dir=str(tmp_path / "s" / "variants" / "_base"), model=str(model_dir), corpus=str(corpus),
+                     coders=[str(coder)], tokens=8192, latents=4, scorers=["detection"])
+    base.records = replace(base.records, n_explain=6, min_windows=12)
+    sweep = plan_sweep(tmp_path / "s", base, parse_vary(["records.explain_sampling=top,random"]))
+    execute(sweep, ExecutorConfig(), client=HashJudge())
+    assert [v.status for v in sweep.variants] == ["done", "done"]
+    result = compare_variants({v.name: Path(v.run_dir) for v in sweep.variants}, sweep.variants[0].name,
+                              tmp_path / "s" / "comparison", resamples=200)
+    scores = [{(r["coder"], r["latent"]): r["auroc"] for r in pq.read_table(Path(v.run_dir) / "scores.parquet").to_pylist()}
+              for v in sweep.variants]
+    both = [k for k in scores[0] if k in scores[1] and math.isfinite(scores[0][k] or math.nan)
+            and math.isfinite(scores[1][k] or math.nan)]
+    row = next(r for r in result.rows if r.coder == "all" and r.metric == "auroc")
+    assert row.n == len(both) >= 2
+    assert row.difference == pytest.approx(sum(scores[1][k] - scores[0][k] for k in both) / len(both))
+    assert row.ci_low <= row.difference <= row.ci_high
