@@ -197,3 +197,32 @@ def test_set_changes_typed_settings_and_refuses_what_it_cannot(tmp_path):
     done = _lantern("records", "--run-dir", str(tmp_path / "run"), "--set", "records.n_test_per_decile=2")
     _assert_one_clear_line(done, "already has records built", "use a new --run-dir")
     assert RunConfig.load(tmp_path / "run").records.n_test_per_decile == 1  # nothing was changed
+
+
+def test_record_and_explainer_flags_are_saved_like_set(tmp_path):
+    """The ablations' settings have their own flags on `records`, `explain`, `run` and `sweep`; they are checked
+    and saved as `--set` is, and a new context length keeps centred windows centred."""
+    from lantern.config import RunConfig
+
+    RunConfig(run_dir=str(tmp_path / "run")).save()
+    done = _lantern("records", "--run-dir", str(tmp_path / "run"), "--explain-sampling", "wrong")
+    _assert_one_clear_line(done, "unknown explain_sampling 'wrong'")
+    done = _lantern("explain", "--run-dir", str(tmp_path / "run"), "--show-activations", "--mark-threshold", "0.5",
+                    "--explainer", "nope")
+    _assert_one_clear_line(done, "nope")
+    assert RunConfig.load(tmp_path / "run").explainer.show_activations is False  # refused: nothing saved
+    done = _lantern("sweep", "--sweep-dir", str(tmp_path / "sweep"), "--ctx-len", "64", "--explain-examples", "12",
+                    "--test-per-decile", "2", "--random-negatives", "3", "--similar-negatives", "0",
+                    "--neighbour-negatives", "5", "--validation-per-decile", "1", "--show-activations",
+                    "--vary", "records.explain_sampling=top,quantiles", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    from lantern.sweep.grid import apply_variant, parse_vary  # the base the dry run planned, rebuilt
+    from lantern.configure import with_settings
+    base = with_settings(RunConfig(run_dir=str(tmp_path / "b")),
+                         ["records.ctx_len=64", "records.n_explain=12", "records.n_test_per_decile=2",
+                          "records.n_negatives=3", "records.n_similar_negatives=0", "records.n_neighbour_negatives=5",
+                          "records.n_validation_per_decile=1", "explainer.show_activations=true"])
+    assert (base.records.ctx_len, base.records.tokens_before) == (64, 32)
+    variant = apply_variant(base, parse_vary(["records.explain_sampling=quantiles"]).variants[0], tmp_path / "v")
+    assert variant.records.explain_sampling == "quantiles" and variant.records.ctx_len == 64
+    assert "2 variant(s)" in done.stderr and "2 record set(s)" in done.stderr

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from lantern.cli_options import (EXECUTOR_OPTIONS, LLM_OPTIONS, BatchOpt, CandidatesOpt, CodersOpt, CorpusOpt,
+from lantern.cli_options import (EXECUTOR_OPTIONS, EXPLAIN_SETTING_OPTIONS, LLM_OPTIONS, RECORD_OPTIONS, BatchOpt, CandidatesOpt, CodersOpt, CorpusOpt,
                                  DtypeOpt, ExistingRunDir, ExplainerOpt, KLOpt, LatentsOpt, LayerOpt, ModelOpt,
                                  PerPromptOpt, RunDir, RunMbOpt, ScorersOpt, SeedOpt, SetOpt, TokensOpt, grouped)
 from lantern.configure import apply_explainer, apply_scorers, load_run, open_run, records_built, with_settings
@@ -106,6 +106,8 @@ lantern run --llm-url http://127.0.0.1:8000/v1 --llm-api chat --set records.expl
 @locked(new_run="run")
 @grouped("executor", EXECUTOR_OPTIONS)
 @grouped("llm", LLM_OPTIONS)
+@grouped("explain_settings", EXPLAIN_SETTING_OPTIONS)
+@grouped("record_settings", RECORD_OPTIONS)
 def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt,
         layer: int = LayerOpt, tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt,
         batch_size: int = BatchOpt, value_dtype: str = DtypeOpt, run_mb: float = RunMbOpt,
@@ -113,12 +115,14 @@ def run(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: str = C
         scorers: Optional[str] = ScorersOpt, intervention_kl: Optional[str] = KLOpt,
         examples_per_prompt: Optional[int] = PerPromptOpt, settings: Optional[list[str]] = SetOpt,
         report: bool = typer.Option(True, "--report/--no-report", help="Build the HTML report at the end."),
-        llm: dict = None, executor: ExecutorConfig = None):
+        llm: dict = None, executor: ExecutorConfig = None, record_settings: list = None,
+        explain_settings: list = None):
     """All stages: cache → records → explain → score; prints the summary and builds the report."""
     from lantern.summary import print_summary, summarise
 
     cfg = open_run(run_dir, llm, model=model, corpus=corpus, coders=coders, layer=layer, tokens=tokens,
                    latents=latents, seed=seed, batch_size=batch_size, value_dtype=value_dtype, run_mb=run_mb)
+    settings = [*(settings or []), *record_settings, *explain_settings]
     if settings:
         with_settings(cfg, settings, records_built=records_built(cfg))
     apply_explainer(cfg, explainer, candidates, records_pending=True)
@@ -184,9 +188,12 @@ lantern records --run-dir runs/mine --set records.n_test_per_decile=2 --set reco
 @clear_errors
 @locked()
 @grouped("executor", EXECUTOR_OPTIONS)
-def records(run_dir: Path = ExistingRunDir, settings: Optional[list[str]] = SetOpt, executor: ExecutorConfig = None):
+@grouped("record_settings", RECORD_OPTIONS)
+def records(run_dir: Path = ExistingRunDir, settings: Optional[list[str]] = SetOpt, executor: ExecutorConfig = None,
+            record_settings: list = None):
     """Build each latent's explain/test examples and verified negatives."""
     cfg = load_run(run_dir)
+    settings = [*(settings or []), *record_settings]
     if settings:
         with_settings(cfg, settings, records_built=records_built(cfg)).save()
     with _pipeline(cfg, executor) as pipeline:
@@ -205,11 +212,14 @@ lantern explain --run-dir runs/mine --llm-url http://127.0.0.1:8000/v1 --llm-api
 @locked()
 @grouped("executor", EXECUTOR_OPTIONS)
 @grouped("llm", LLM_OPTIONS)
+@grouped("explain_settings", EXPLAIN_SETTING_OPTIONS)
 def explain(run_dir: Path = ExistingRunDir, explainer: Optional[str] = ExplainerOpt,
-            candidates: Optional[int] = CandidatesOpt, llm: dict = None, executor: ExecutorConfig = None):
+            candidates: Optional[int] = CandidatesOpt, llm: dict = None, executor: ExecutorConfig = None,
+            explain_settings: list = None):
     """Explain every recorded latent with the LLM."""
     cfg = load_run(run_dir)
-    if explainer is not None or candidates is not None:
+    if explainer is not None or candidates is not None or explain_settings:
+        with_settings(cfg, explain_settings)
         apply_explainer(cfg, explainer, candidates, records_pending=False)
         cfg.save()
     with _pipeline(cfg, executor, llm) as pipeline:
@@ -368,6 +378,8 @@ lantern sweep --sweep-dir runs/ablation --grid ablations.toml --budget-hours 6 -
 @locked(new_run="sweep")
 @grouped("executor", EXECUTOR_OPTIONS)
 @grouped("llm", LLM_OPTIONS)
+@grouped("explain_settings", EXPLAIN_SETTING_OPTIONS)
+@grouped("record_settings", RECORD_OPTIONS)
 def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir", metavar="<path>",
                                                  help="Sweep directory (default: runs/sweep-TIMESTAMP); each variant "
                                                       "is a run directory under variants/."),
@@ -383,7 +395,8 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
           model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt, layer: int = LayerOpt,
           tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt, batch_size: int = BatchOpt,
           explainer: Optional[str] = ExplainerOpt, scorers: Optional[str] = ScorersOpt,
-          settings: Optional[list[str]] = SetOpt, llm: dict = None, executor: ExecutorConfig = None):
+          settings: Optional[list[str]] = SetOpt, llm: dict = None, executor: ExecutorConfig = None,
+          record_settings: list = None, explain_settings: list = None):
     """Run a grid of settings over one cache: one run directory per variant, sharing what the varied settings
     leave unchanged (records, explanations, the response cache); resumable."""
     from rich.table import Table
@@ -396,6 +409,7 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
     chosen = read_grid(grid) if grid is not None else parse_vary(vary)
     base = open_run(Path(run_dir) / "variants" / "_base", llm, model=model, corpus=corpus, coders=coders, layer=layer,
                     tokens=tokens, latents=latents, seed=seed, batch_size=batch_size)
+    settings = [*(settings or []), *record_settings, *explain_settings]
     if settings:
         with_settings(base, settings)
     apply_explainer(base, explainer, None, records_pending=True)

@@ -143,3 +143,38 @@ EXECUTOR_OPTIONS = Group({
                                                              "Ray).")),
 }, _executor_options, "Where partitions run")
 
+
+
+def _assignments(section: str, **given) -> list[str]:
+    """Options given (not None) as `section.name=value` assignments, applied and checked as `--set` is."""
+    return [f"{section}.{name}={str(value).lower() if isinstance(value, bool) else value}"
+            for name, value in given.items() if value is not None]
+
+
+RECORD_OPTIONS = Group({
+    "explain_sampling": (Optional[str], typer.Option(None, "--explain-sampling", help="Explain windows: top "
+                                                     "(strongest), random, or quantiles (equal numbers per decile).")),
+    "ctx_len": (Optional[int], typer.Option(None, "--ctx-len", help="Tokens per window (default 32).")),
+    "n_explain": (Optional[int], typer.Option(None, "--explain-examples", help="Activating windows shown to the "
+                                              "explainer (default 20).")),
+    "n_test_per_decile": (Optional[int], typer.Option(None, "--test-per-decile", help="Activating test windows per "
+                                                      "activation decile (default 1).")),
+    "n_validation_per_decile": (Optional[int], typer.Option(None, "--validation-per-decile", help="Validation "
+                                                            "windows per decile, for choosing among candidates "
+                                                            "(default 0).")),
+    "n_negatives": (Optional[int], typer.Option(None, "--random-negatives", help="Random verified-zero windows per "
+                                                "scored split (default 6).")),
+    "n_similar_negatives": (Optional[int], typer.Option(None, "--similar-negatives", help="Hard negatives most "
+                                                        "similar to the explain windows (default 4).")),
+    "n_neighbour_negatives": (Optional[int], typer.Option(None, "--neighbour-negatives", help="Windows where a "
+                                                          "neighbour latent fires and this one does not (default 4).")),
+}, lambda **given: _assignments("records", **given), "Records (the windows each latent gets)")
+
+
+EXPLAIN_SETTING_OPTIONS = Group({
+    "show_activations": (Optional[bool], typer.Option(None, "--show-activations/--hide-activations", help="List "
+                                                      "the marked tokens with their activation (0-10) in the "
+                                                      "explainer's prompt (default: hidden).")),
+    "mark_threshold": (Optional[float], typer.Option(None, "--mark-threshold", help="Mark tokens above this "
+                                                     "fraction of the window's maximum activation (default 0.3).")),
+}, lambda **given: _assignments("explainer", **given), "Explainer settings")

@@ -183,6 +183,9 @@ def with_settings(cfg: RunConfig, assignments: list[str], records_built: bool = 
             raise LanternError(f"--set {assignment!r}: {section} has no setting {name!r}; it has {', '.join(names)}")
         changes.setdefault(section, {})[name] = _parse_value(text.strip(), getattr(current, name), where,
                                                              _optional_type(type(current), name))
+    records = changes.get("records", {})
+    if "ctx_len" in records and "tokens_before" not in records and cfg.records.tokens_before == cfg.records.ctx_len // 2:
+        records["tokens_before"] = records["ctx_len"] // 2  # a window centred before stays centred at any length
     for section, values in changes.items():
         updated = replace(getattr(cfg, section), **values)
         if section == "records" and records_built and updated != cfg.records:
