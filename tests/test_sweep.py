@@ -159,6 +159,8 @@ def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
     sweep = plan_sweep(tmp_path / "s", base, parse_vary(["records.explain_sampling=top,random"]))
     execute(sweep, ExecutorConfig(), client=HashJudge())
     assert [v.status for v in sweep.variants] == ["done", "done"]
+    done = CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--resamples", "200"])
+    assert done.exit_code == 0, done.output
     result = compare_variants({v.name: Path(v.run_dir) for v in sweep.variants}, sweep.variants[0].name,
                               tmp_path / "s" / "comparison", resamples=200)
     scores = [{(r["coder"], r["latent"]): r["auroc"] for r in pq.read_table(Path(v.run_dir) / "scores.parquet").to_pylist()}
@@ -169,3 +171,12 @@ def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
     assert row.n == len(both) >= 2
     assert row.difference == pytest.approx(sum(scores[1][k] - scores[0][k] for k in both) / len(both))
     assert row.ci_low <= row.difference <= row.ci_high
+
+    # the sweep's report: each variant's own report, and a page with the variants and the comparison
+    done = CliRunner().invoke(app, ["report", str(tmp_path / "s")])
+    assert done.exit_code == 0, done.output
+    page = (tmp_path / "s" / "report" / "index.html").read_text()
+    assert all(v.name in page for v in sweep.variants) and f"{row.difference:+.3f}" in page
+    assert all((Path(v.run_dir) / "report" / "index.html").exists() for v in sweep.variants)
+    figures = list((tmp_path / "s" / "report" / "comparison").glob("paired-*.png"))
+    assert len(figures) == 1 and figures[0].name in page

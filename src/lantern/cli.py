@@ -269,10 +269,20 @@ def _build_report(run_dir: Path, lock_held: bool = False) -> None:
 
 ```
 lantern report runs/mine      # then open runs/mine/report/index.html
+lantern report runs/ablation  # a sweep: every variant's report and the paired comparison
 ```""")
 @clear_errors
-def report(run_dir: Path = typer.Argument(..., help="A run directory (any stage done).")):
-    """Write RUN_DIR/report/index.html: every latent in a sortable, filterable table, one page per latent."""
+def report(run_dir: Path = typer.Argument(..., help="A run directory (any stage done), or a sweep directory.")):
+    """Write RUN_DIR/report/index.html: every latent in a sortable, filterable table, one page per latent (for a
+    sweep: each variant's report and a page with the variants and their paired comparison)."""
+    if (Path(run_dir) / "sweep.json").exists():
+        from lantern.pipeline.lock import read_lock
+        from lantern.report.sweep_page import build_sweep_report
+
+        with read_lock(run_dir):
+            result = build_sweep_report(run_dir)
+        console.print(f"sweep report ({result['variants']} variant reports) → [bold]{result['index']}[/bold]")
+        return
     _build_report(run_dir)
 
 
