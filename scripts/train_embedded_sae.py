@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Train the TopK SAE that lantern ships for the embedded model (Gemma 3 270M, residual after layers.6).
+"""Train the TopK SAEs that lantern ships for the embedded model (Gemma 3 270M; residual after layers.6, and
+for the cross-layer and width ablations one after layers.8 and a narrower one after layers.6).
 
 Writes sparsify's on-disk format (`<out>/layers.6/{cfg.json,sae.safetensors}`, weights in float16)
 and reports held-out quality. Needs the `sparsify` extra: pip install "eai-sparsify>=1.3".
 
   python scripts/train_embedded_sae.py                 # train, then evaluate (~12 min on 2 idle CPU cores)
   python scripts/train_embedded_sae.py --eval-only     # evaluate the shipped SAE again
+  python scripts/train_embedded_sae.py --hookpoint layers.8 --out src/lantern/assets/sae-l8
+  python scripts/train_embedded_sae.py --latents 2048 --out src/lantern/assets/sae-w2048
 
 Data split: the embedded corpus is tokenized into 256-token sequences (BOS first). `lantern run`
 explains latents on the FIRST sequences of that stream, so training reads sequences from the END and
@@ -35,6 +38,7 @@ from lantern.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKPOINT = "layers.6"
+"""The default hookpoint (`--hookpoint` picks another)."""
 SEQ_LEN = 256
 
 
@@ -54,23 +58,24 @@ def parse_args() -> argparse.Namespace:
                    help="a latent unfired for this many training tokens counts as dead for the AuxK loss")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "src" / "lantern" / "assets" / "sae")
-    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate <out>/layers.6")
+    p.add_argument("--hookpoint", default=HOOKPOINT, help="residual stream after this block (sparsify spelling)")
+    p.add_argument("--eval-only", action="store_true", help="skip training; evaluate <out>/<hookpoint>")
     p.add_argument("--acts-cache", type=Path, default=None,
                    help="reuse activations saved at this .pt path (for quick reruns while tuning)")
     return p.parse_args()
 
 
 @torch.inference_mode()
-def collect(sm, tokens: np.ndarray, label: str, batch_seqs: int = 16) -> torch.Tensor:
-    """Layer-6 residuals of every non-BOS position of `tokens` [n_seq, SEQ_LEN], as float32 [n, 640]."""
-    hp = [resolve_hookpoint(sm.model, HOOKPOINT)]
+def collect(sm, tokens: np.ndarray, label: str, hookpoint: str, batch_seqs: int = 16) -> torch.Tensor:
+    """Residuals at `hookpoint` of every non-BOS position of `tokens` [n_seq, SEQ_LEN], as float32 [n, 640]."""
+    hp = [resolve_hookpoint(sm.model, hookpoint)]
     d = sm.model.config.hidden_size
     out = torch.empty(len(tokens), SEQ_LEN - 1, d)
     with progress_bar() as bar:
         task = bar.add_task(label, total=len(tokens))
         for start in range(0, len(tokens), batch_seqs):
             ids = torch.from_numpy(tokens[start:start + batch_seqs]).long()
-            acts = capture_activations(sm.model, ids, hp)[HOOKPOINT]
+            acts = capture_activations(sm.model, ids, hp)[hookpoint]
             out[start:start + len(ids)] = acts[:, 1:].float()
             bar.advance(task, len(ids))
     return out.flatten(0, 1)
@@ -88,10 +93,10 @@ def load_activations(args, need_train: bool) -> tuple[torch.Tensor | None, torch
     n_eval, n_train = args.eval_tokens // SEQ_LEN, args.tokens // SEQ_LEN
     if n_eval + n_train > len(corpus.tokens):
         raise SystemExit(f"corpus has {len(corpus.tokens)} sequences; asked for {n_eval} eval + {n_train} train")
-    info = {"corpus_sequences": len(corpus.tokens), "eval_sequences": [0, n_eval],
+    info = {"hookpoint": args.hookpoint, "corpus_sequences": len(corpus.tokens), "eval_sequences": [0, n_eval],
             "train_sequences": [len(corpus.tokens) - n_train, len(corpus.tokens)]}
-    eval_acts = collect(sm, corpus.tokens[:n_eval], "held-out activations")
-    train_acts = collect(sm, corpus.tokens[-n_train:], "training activations") if need_train else None
+    eval_acts = collect(sm, corpus.tokens[:n_eval], "held-out activations", args.hookpoint)
+    train_acts = collect(sm, corpus.tokens[-n_train:], "training activations", args.hookpoint) if need_train else None
     if args.acts_cache:
         torch.save({"train": train_acts, "eval": eval_acts, "info": info}, args.acts_cache)
     return train_acts, eval_acts, info
@@ -141,12 +146,12 @@ def train(args, acts: torch.Tensor):
 
 
 def save_fp16(sae, folder: Path) -> None:
-    """Save with sparsify's own save_to_disk, then rewrite the weights as float16 (~10.5 MB)."""
+    """Save with sparsify's own save_to_disk, then rewrite the weights as float16 (~10.5 MB for 4,096 latents)."""
     with tempfile.TemporaryDirectory() as tmp:
-        sae.save_to_disk(Path(tmp) / HOOKPOINT)
-        weights = load_file(Path(tmp) / HOOKPOINT / "sae.safetensors")
+        sae.save_to_disk(Path(tmp) / folder.name)
+        weights = load_file(Path(tmp) / folder.name / "sae.safetensors")
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "cfg.json").write_text((Path(tmp) / HOOKPOINT / "cfg.json").read_text())
+        (folder / "cfg.json").write_text((Path(tmp) / folder.name / "cfg.json").read_text())
     save_file({k: v.half().contiguous() for k, v in weights.items()}, folder / "sae.safetensors",
               metadata={"format": "pt"})
     (folder / "sae.safetensors").chmod(0o644)
@@ -198,7 +203,7 @@ def evaluate(folder: Path, acts: torch.Tensor) -> dict:
 def main() -> None:
     args = parse_args()
     t0 = time.perf_counter()
-    folder = args.out / HOOKPOINT
+    folder = args.out / args.hookpoint
     train_acts, eval_acts, info = load_activations(args, need_train=not args.eval_only)
     report = {"data": info}
     if args.eval_only:

@@ -30,12 +30,18 @@ EMBEDDED_SAE_LAYER = 6
 KNOWN_FORMATS = ("sparsify (cfg.json + sae.safetensors), SAELens (cfg.json + sae_weights.safetensors), or a "
                  "directory of sparsify/SAELens folders, one per hookpoint (e.g. layers.6/cfg.json + "
                  "layers.6/sae.safetensors)")
-SPECS = "sae, neurons, neurons-topk[:K], random[:N[:K]], planted, or a coder folder path"
+SPECS = "sae, sae-l8, sae-w2048, neurons, neurons-topk[:K], random[:N[:K]], planted, or a coder folder path"
 
 
-def embedded_sae_dir() -> Path:
-    """The TopK SAE lantern trained on the embedded Gemma 3 270M at `layers.6` (see benchmarks/RESULTS.md)."""
-    return Path(str(resources.files("lantern") / "assets" / "sae" / f"layers.{EMBEDDED_SAE_LAYER}"))
+EMBEDDED_SAES = {"sae": "layers.6", "sae-l8": "layers.8", "sae-w2048": "layers.6"}
+"""The TopK SAEs lantern trained on the embedded Gemma 3 270M (scripts/train_embedded_sae.py, benchmarks/RESULTS.md):
+`sae` (4,096 latents after layers.6, the default), `sae-l8` (4,096 after layers.8, for the cross-layer overlap) and
+`sae-w2048` (2,048 after layers.6, for the width ablation); each in assets/<name>/<hookpoint>/."""
+
+
+def embedded_sae_dir(name: str = "sae") -> Path:
+    """The folder of an embedded SAE by name (see EMBEDDED_SAES)."""
+    return Path(str(resources.files("lantern") / "assets" / name / EMBEDDED_SAES[name]))
 
 
 def _layer_module(model: torch.nn.Module, layer: int) -> torch.nn.Module:
@@ -172,8 +178,12 @@ def _from_path(spec: str) -> list[SparseCoder] | None:
 def load_coders(spec: str, model: torch.nn.Module, layer: int = EMBEDDED_SAE_LAYER) -> list[SparseCoder]:
     """Every coder a spec names: one, except for a multi-hookpoint directory, which gives one per hookpoint."""
     spec = spec.strip()
-    if spec == "sae":
-        return [SparsifyCoder(embedded_sae_dir(), name="sae")]
+    if spec in EMBEDDED_SAES:
+        folder = embedded_sae_dir(spec)
+        if not folder.is_dir():
+            raise LanternError(f"the embedded SAE {spec!r} is not in this installation ({folder} is missing); "
+                               f"train it with scripts/train_embedded_sae.py or reinstall lantern")
+        return [SparsifyCoder(folder, name=spec)]
     if spec == "neurons":
         return [_neurons(model, layer, k=None)]
     if spec.startswith("neurons-topk"):
