@@ -96,6 +96,14 @@ def test_sweep_shares_explanations_when_only_scoring_varies(tmp_path, inputs):
     first, second = (pq.read_table(Path(s["run_dir"]) / "explanations.parquet").to_pylist() for s in states)
     assert [r["explanation"] for r in first] == [r["explanation"] for r in second]
     assert all(os.path.getsize(Path(s["run_dir"]) / "scores.parquet") for s in states)
+    assert states[1]["saved_seconds"]["explain"] == states[0]["seconds"]["explain"] > 0
+    assert states[1]["seconds"]["explain"] < states[0]["seconds"]["explain"]
+    # the same detection prompts as the first variant: every answer comes from the shared response cache
+    assert states[1]["usage"]["calls"] == states[1]["usage"]["cache_hits"] > 0
+    assert states[0]["usage"]["cache_hits"] < states[0]["usage"]["calls"]
+    totals = json.loads((out / "sweep.json").read_text())["totals"]
+    assert totals["calls"] == states[0]["usage"]["calls"] + states[1]["usage"]["calls"]
+    assert "answered from the response cache" in done.output
 
 
 def test_grid_errors_are_clear_before_anything_runs(tmp_path):

@@ -431,11 +431,15 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
             console.print(f"  {state.name}")
         return
     done = execute(planned, executor)
-    table = Table("variant", "status", "reused", "seconds", "error")
+    table = Table("variant", "status", "reused", "seconds", "LLM calls (cached)", "error")
     for state in done.variants:
-        table.add_row(state.name, state.status, ", ".join(state.reused) or "-",
-                      f"{sum(state.seconds.values()):.0f}", state.error or "")
+        table.add_row(state.name, state.status, ", ".join(state.reused) or "-", f"{sum(state.seconds.values()):.0f}",
+                      f"{state.usage.get('calls', 0):.0f} ({state.usage.get('cache_hits', 0):.0f})", state.error or "")
     Console().print(table)
+    totals = done.totals()
+    console.print(f"sweep: {totals['seconds']:.0f} s of stages, ~{totals['saved_seconds']:.0f} s saved by shared "
+                  f"records and explanations; {totals.get('calls', 0):.0f} LLM calls, {totals.get('cache_hits', 0):.0f} "
+                  f"answered from the response cache")
     console.print(f"sweep written to [bold]{run_dir}[/bold] (sweep.json); compare the variants with "
                   f"`lantern compare {run_dir}`")
     if any(state.error for state in done.variants):

@@ -43,6 +43,10 @@ class VariantState:
     reused: list[str] = field(default_factory=list)
     """Stages whose artefact came from another variant of the sweep."""
     seconds: dict[str, float] = field(default_factory=dict)
+    saved_seconds: dict[str, float] = field(default_factory=dict)
+    """Per reused stage, the seconds the variant that made it spent on it: what sharing saved this variant."""
+    usage: dict[str, float] = field(default_factory=dict)
+    """LLM calls, response-cache hits and tokens of this variant's own stages (usage/*.parquet)."""
     error: str | None = None
 
     @property
@@ -63,7 +67,17 @@ class Sweep:
     def save(self) -> None:
         write_json(self.path / SWEEP_FILE, {
             "grid": self.grid.vary, "base_run": self._base_dict(), "cost": self.cost.__dict__ if self.cost else None,
-            "variants": [v.__dict__ | {"status": v.status} for v in self.variants]})
+            "totals": self.totals(), "variants": [v.__dict__ | {"status": v.status} for v in self.variants]})
+
+    def totals(self) -> dict[str, float]:
+        """The whole sweep: wall seconds of every stage run, seconds saved by shared artefacts, LLM calls and
+        cache hits."""
+        out = {"seconds": sum(sum(v.seconds.values()) for v in self.variants),
+               "saved_seconds": sum(sum(v.saved_seconds.values()) for v in self.variants)}
+        for v in self.variants:
+            for key, value in v.usage.items():
+                out[key] = out.get(key, 0.0) + value
+        return out
 
     def _base_dict(self) -> dict:
         import dataclasses
@@ -145,9 +159,23 @@ def _stages(sweep: Sweep, state: VariantState, cfg: RunConfig, pipeline) -> None
         else:
             copy_in.get(name, lambda _: None)(maker)  # cache and records: the variant's links already reach them
             state.reused.append(name)
+            state.saved_seconds[name] = maker.seconds.get(name, 0.0)
         state.seconds[name] = round(time.perf_counter() - started, 3)
         state.done.append(name)
+        state.usage = llm_usage(Path(state.run_dir))
         sweep.save()
+
+
+def llm_usage(run_dir: Path) -> dict[str, float]:
+    """Totals of the run's LLM calls: calls, cache hits, prompt/completion tokens sent and paid, LLM seconds."""
+    from lantern.pipeline.usage import usage_per_latent
+
+    table = usage_per_latent(run_dir)
+    if table is None:
+        return {}
+    names = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt_tokens",
+             "paid_completion_tokens", "seconds")
+    return {name: float(sum(v or 0 for v in table.column(name).to_pylist())) for name in names}
 
 
 def _copy(source: Path, target: Path) -> None:
