@@ -61,14 +61,17 @@ def test_a_known_shift_is_found_with_an_interval_that_excludes_zero(tmp_path):
     assert row.difference == pytest.approx(diffs.mean()) and row.difference == pytest.approx(0.1, abs=0.015)
     assert 0 < row.ci_low < row.difference < row.ci_high
     assert row.ci_high - row.ci_low < 0.05
-    assert row.p_value == pytest.approx(stats.wilcoxon(diffs).pvalue) and row.p_value < 0.01
+    assert row.p_value == pytest.approx(stats.wilcoxon(diffs, zero_method="pratt").pvalue) and row.p_value < 0.01
     # the per-coder row is the same latents; f1 (auroc / 2) shifts by half; metrics with no number are skipped
     assert one(c, variant="quantiles", coder="sae", metric="auroc").difference == pytest.approx(row.difference)
     assert one(c, variant="quantiles", coder="all", metric="f1").difference == pytest.approx(diffs.mean() / 2)
     assert {r.metric for r in c.rows} == {"auroc", "f1"}
-    # Holm over the variant's 4 rows (2 coders x 2 metrics): the smallest p times 4, monotone, capped at 1
-    ps = sorted(r.p_value for r in c.rows)
-    assert min(r.p_holm for r in c.rows) == pytest.approx(min(1.0, 4 * ps[0]))
+    # Holm within one coder's rows (2 metrics; `all` repeats the coders' latents, so it is its own family): the
+    # smallest p times 2, monotone, capped at 1
+    for coder in ("all", "sae"):
+        family = [r for r in c.rows if r.coder == coder]
+        assert len(family) == 2
+        assert min(r.p_holm for r in family) == pytest.approx(min(1.0, 2 * min(r.p_value for r in family)))
     assert all(r.p_holm >= r.p_value for r in c.rows)
     assert c.notes == []
 
@@ -93,7 +96,7 @@ def test_latents_in_one_run_only_and_nan_values_are_counted_and_left_out(tmp_pat
     assert row.baseline_mean == pytest.approx((0.6 + 0.7 + 0.5) / 3)
     assert row.variant_mean == pytest.approx((0.7 + 0.9 + 0.4) / 3)
     assert row.difference == pytest.approx((0.1 + 0.2 - 0.1) / 3)
-    assert row.p_value == pytest.approx(stats.wilcoxon([0.1, 0.2, -0.1]).pvalue)
+    assert row.p_value == pytest.approx(stats.wilcoxon([0.1, 0.2, -0.1], zero_method="pratt").pvalue)
 
 
 def test_pooled_coder_pairs_each_latent_with_the_same_coder_only(tmp_path):
@@ -184,3 +187,16 @@ def test_labels_that_make_the_same_file_name_get_distinct_figures(tmp_path):
                          baseline="base", out_dir=tmp_path / "o")
     assert [f for f in c.files if f.endswith(".png")] == ["paired-x-y.png", "paired-x-y-2.png"]
     assert (tmp_path / "o" / "paired-x-y-2.svg").exists()
+
+
+def test_a_scorer_whose_headline_is_not_a_detection_metric_is_compared_by_its_score(tmp_path):
+    """Simulation's headline is a correlation: it is paired as `score`, not dropped for lacking an AUROC."""
+    def simulation(values):
+        return [dict(coder="sae", latent=latent, scorer="simulation", auroc=NAN, f1=NAN, metric="pearson", score=v)
+                for latent, v in enumerate(values)]
+    c = compare_variants({"a": write_run(tmp_path / "a", {}, extra=simulation([0.1, 0.2, 0.3])),
+                          "b": write_run(tmp_path / "b", {}, extra=simulation([0.3, 0.2, 0.6]))},
+                         baseline="a", out_dir=tmp_path / "o")
+    row = one(c, coder="all", scorer="simulation", metric="score")
+    assert row.n == 3 and row.difference == pytest.approx((0.2 + 0 + 0.3) / 3)
+    assert c.notes == []

@@ -41,50 +41,67 @@ def _sweep(out: Path, inputs, *extra: str):
         "--set", "records.n_explain=6", "--set", "records.min_windows=12", *extra])
 
 
-def test_sweep_shares_what_it_can_and_resumes(tmp_path, inputs):
-    out = tmp_path / "sweep"
-    grid = ["--vary", "records.explain_sampling=top,random", "--vary", "explainer.candidates=1,2"]
+def test_sweep_shares_what_it_can_and_resumes(tmp_path, inputs, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --sweep-dir: the sweep must still be found from elsewhere later
+    out = Path("sweep")
+    grid = ["--vary", "records.explain_sampling=top,random", "--vary", "explainer.show_activations=false,true"]
     done = _sweep(out, inputs, *grid)
-    # candidates=2 needs validation windows the records lack: its score stage refuses, the others finish
-    assert done.exit_code == 2, done.output
+    assert done.exit_code == 0, done.output
     saved = json.loads((out / "sweep.json").read_text())
     states = {v["name"]: v for v in saved["variants"]}
-    assert sorted(states) == sorted(f"explain_sampling={s},candidates={c}" for s in ("top", "random") for c in (1, 2))
+    names = [f"explain_sampling={s},show_activations={a}" for s in ("top", "random") for a in ("false", "true")]
+    assert sorted(states) == sorted(names) and all(v["status"] == "done" for v in states.values())
+    # one cache for all; records made once per explain sampling; explanations never shared between explainers
+    assert [states[n]["reused"] for n in names] == [[], ["cache", "records"], ["cache"], ["cache", "records"]]
     for name, state in states.items():
-        failed = name.endswith("candidates=2")
-        assert (state["status"] == "failed") == failed, state
-        assert ("n_validation_per_decile" in (state["error"] or "")) == failed
-    # one cache for all; records made once per explain sampling; nothing else shared between explainers
-    assert states["explain_sampling=top,candidates=1"]["reused"] == []
-    assert states["explain_sampling=top,candidates=2"]["reused"] == ["cache", "records"]
-    assert states["explain_sampling=random,candidates=1"]["reused"] == ["cache"]
-    assert states["explain_sampling=random,candidates=2"]["reused"] == ["cache", "records"]
-    for state in states.values():
-        run = Path(state["run_dir"])
+        run = out / state["run_dir"]
         assert (run / "cache").resolve() == (out / "cache").resolve()
         assert (run / "llm_cache.sqlite").resolve() == (out / "llm_cache.sqlite").resolve()
-        assert RunConfig.load(run).records.explain_sampling in state["name"]
-    top, random = (Path(states[f"explain_sampling={s},candidates=1"]["run_dir"]) for s in ("top", "random"))
-    assert (top / "records").resolve() != (random / "records").resolve()
-    explain = {s: pq.read_table(Path(states[f"explain_sampling={s},candidates=1"]["run_dir"]) / "records" /
-                                "layers_1.parquet").to_pylist() for s in ("top", "random")}
-    assert {r["latent"] for r in explain["top"]} == {r["latent"] for r in explain["random"]}
-    assert pq.read_table(top / "scores.parquet").num_rows == pq.read_table(random / "scores.parquet").num_rows == 2
+        cfg = RunConfig.load(run)
+        assert f"explain_sampling={cfg.records.explain_sampling}" in name
+        assert f"show_activations={str(cfg.explainer.show_activations).lower()}" in name
+    runs = {n: out / states[n]["run_dir"] for n in names}
+    assert (runs[names[0]] / "records").resolve() == (runs[names[1]] / "records").resolve()
+    assert (runs[names[0]] / "records").resolve() != (runs[names[2]] / "records").resolve()
+    records = {n: pq.read_table(runs[n] / "records" / "layers_1.parquet").to_pylist() for n in (names[0], names[2])}
+    assert {r["latent"] for r in records[names[0]]} == {r["latent"] for r in records[names[2]]}
+    assert all(pq.read_table(run / "scores.parquet").num_rows == 2 for run in runs.values())
 
-    # a rerun of the same grid redoes nothing that finished; the failed variants are tried again
-    mtime = (top / "scores.parquet").stat().st_mtime_ns
+    # a rerun of the same grid redoes nothing that finished
+    mtimes = {n: (run / "scores.parquet").stat().st_mtime_ns for n, run in runs.items()}
     again = _sweep(out, inputs, *grid)
-    assert again.exit_code == 2 and (top / "scores.parquet").stat().st_mtime_ns == mtime
-    # another grid in the same directory is refused
+    assert again.exit_code == 0, again.output
+    assert {n: (run / "scores.parquet").stat().st_mtime_ns for n, run in runs.items()} == mtimes
+    # another grid, or other base settings, in the same directory is refused
     other = _sweep(out, inputs, "--vary", "records.explain_sampling=top,quantiles")
     assert other.exit_code == 2 and "another grid" in other.output
+    other = _sweep(out, inputs, *grid, "--seed", "3")
+    assert other.exit_code == 2 and "other base settings (seed)" in " ".join(other.output.split())
 
-    # the tiny random model answers no yes/no question: nothing to pair, and the comparison says so
-    compared = CliRunner().invoke(app, ["compare", str(out), "--resamples", "200"])
+    # compared (and reported) from another directory; the tiny random model answers no yes/no question, so
+    # nothing can be paired, and the comparison says so
+    monkeypatch.chdir(tmp_path.parent)
+    compared = CliRunner().invoke(app, ["compare", str(tmp_path / out), "--resamples", "200"])
     assert compared.exit_code == 0, compared.output
-    notes = json.loads((out / "comparison" / "comparison.json").read_text())["notes"]
-    assert sum("no scores.parquet" in n for n in notes) == 2  # the two candidates=2 variants failed
-    assert any("random,candidates=1: no latent has a score in both runs" in n for n in notes)
+    notes = json.loads((tmp_path / out / "comparison" / "comparison.json").read_text())["notes"]
+    assert len(notes) == 3 and all("no latent has a score in both runs" in n for n in notes)
+
+
+def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path, inputs):
+    """Bad input found only when a variant runs (no latent has 100000 windows) fails that variant alone; a variant
+    with several candidates gets records with validation windows of its own."""
+    out = tmp_path / "sweep"
+    done = _sweep(out, inputs, "--vary", "records.min_windows=12,100000", "--vary", "explainer.candidates=1,2")
+    assert done.exit_code == 2, done.output
+    states = {v["name"]: v for v in json.loads((out / "sweep.json").read_text())["variants"]}
+    for name, state in states.items():
+        failed = "min_windows=100000" in name
+        assert (state["status"] == "failed") == failed, state
+        assert ("disjoint activating windows" in (state["error"] or "")) == failed
+    assert states["min_windows=12,candidates=2"]["reused"] == ["cache"]  # records of its own
+    assert RunConfig.load(out / "variants" / "min_windows=12,candidates=2").records.n_validation_per_decile == 1
+    assert pq.read_table(out / "variants" / "min_windows=12,candidates=2" / "scores.parquet").num_rows >= 2
+    assert "min_windows=100000,candidates=1 failed" in " ".join(done.output.split())
 
 
 def test_sweep_shares_explanations_when_only_scoring_varies(tmp_path, inputs):
@@ -93,9 +110,9 @@ def test_sweep_shares_explanations_when_only_scoring_varies(tmp_path, inputs):
     assert done.exit_code == 0, done.output
     states = json.loads((out / "sweep.json").read_text())["variants"]
     assert states[1]["reused"] == ["cache", "records", "explain"]
-    first, second = (pq.read_table(Path(s["run_dir"]) / "explanations.parquet").to_pylist() for s in states)
+    first, second = (pq.read_table(out / s["run_dir"] / "explanations.parquet").to_pylist() for s in states)
     assert [r["explanation"] for r in first] == [r["explanation"] for r in second]
-    assert all(os.path.getsize(Path(s["run_dir"]) / "scores.parquet") for s in states)
+    assert all(os.path.getsize(out / s["run_dir"] / "scores.parquet") for s in states)
     assert states[1]["saved_seconds"]["explain"] == states[0]["seconds"]["explain"] > 0
     assert states[1]["seconds"]["explain"] < states[0]["seconds"]["explain"]
     # the same detection prompts as the first variant: every answer comes from the shared response cache

@@ -450,7 +450,7 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
 
 ```
 lantern compare runs/ablation                                   # a sweep: every variant against the first
-lantern compare runs/ablation --baseline explain_sampling=top
+lantern compare runs/ablation --baseline explain_sampling=quantiles     # a variant's name (sweep.json)
 lantern compare runs/top runs/quantiles --out runs/top-vs-quantiles
 ```""")
 @clear_errors
@@ -469,9 +469,16 @@ def compare(paths: list[Path] = typer.Argument(..., help="A sweep directory, or 
     from lantern.analysis.paired import compare_variants
     from lantern.sweep.run import comparison_inputs
 
+    from contextlib import ExitStack
+
+    from lantern.pipeline.lock import read_lock
+
     runs, varied, default_out = comparison_inputs(paths)
     chosen = baseline or next(iter(runs))
-    result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied)
+    with ExitStack() as held:  # no sweep or run may be writing what is compared
+        for path in paths:
+            held.enter_context(read_lock(path))
+        result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     table = Table("variant", "scorer", "metric", "n", "baseline", "variant mean", "difference [95% CI]", "Holm p")

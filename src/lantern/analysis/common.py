@@ -91,24 +91,35 @@ def headline(row: dict) -> tuple[float, str]:
 
 def write_table(ctx: Context, name: str, rows: list[dict], result: Analysed) -> None:
     """`name.parquet` and `name.csv` (the same rows; every row gets every column)."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows])
-    write_parquet(ctx.out_dir / f"{name}.parquet", table)
-    with atomic_path(ctx.out_dir / f"{name}.csv") as tmp:
+    result.files += write_table_in(ctx.out_dir, name, rows)
+
+
+def write_table_in(out_dir: Path, name: str, rows: list[dict], columns: list[str] | None = None) -> list[str]:
+    """`name.parquet` and `name.csv` in `out_dir` (`columns`: the header of an empty table); the file names."""
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
+    table = pa.Table.from_pylist([{key: row.get(key) for key in columns} for row in rows]) if rows else \
+        pa.table({column: pa.array([], pa.null()) for column in columns})
+    write_parquet(out_dir / f"{name}.parquet", table)
+    with atomic_path(out_dir / f"{name}.csv") as tmp:
         pacsv.write_csv(table, tmp)
-    result.files += [f"{name}.parquet", f"{name}.csv"]
+    return [f"{name}.parquet", f"{name}.csv"]
 
 
 def write_figure(ctx: Context, name: str, fig, result: Analysed) -> None:
     """`name.png` and `name.svg`, then the figure is closed."""
+    result.files += write_figure_in(ctx.out_dir, name, fig)
+
+
+def write_figure_in(out_dir: Path, name: str, fig) -> list[str]:
+    """`name.png` and `name.svg` in `out_dir`, then the figure is closed; the file names."""
     try:
         fig.tight_layout()
         for fmt in ("png", "svg"):
-            with atomic_path(ctx.out_dir / f"{name}.{fmt}") as tmp:
+            with atomic_path(out_dir / f"{name}.{fmt}") as tmp:
                 fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None)
     finally:
         plt.close(fig)
-    result.files += [f"{name}.png", f"{name}.svg"]
+    return [f"{name}.png", f"{name}.svg"]
 
 
 def subplots(n: int, width: float = 4.2, height: float = 3.4, ncols: int | None = None):

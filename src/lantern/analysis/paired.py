@@ -14,11 +14,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.csv as pacsv  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from lantern.analysis.common import number, read_rows  # noqa: E402
+from lantern.analysis.common import number, read_rows, write_figure_in, write_table_in  # noqa: E402
 from lantern.analysis.stats import holm  # noqa: E402
 from lantern.errors import LanternError  # noqa: E402
 from lantern.intervals import bootstrap_mean_interval  # noqa: E402
@@ -27,6 +25,9 @@ from lantern.pipeline.files import SCORES  # noqa: E402
 from lantern.pipeline.score_tables import SCORES_BY_DECILE  # noqa: E402
 
 METRICS = ("auroc", "balanced_accuracy", "balanced_accuracy_calibrated", "f1", "accuracy")
+HEADLINE = "score"
+"""A scorer's own headline (`score`, named by its `metric`) where it is none of METRICS: simulation's correlation,
+intervention's score, embedding's AUROC-like score."""
 DECILE_METRIC = "accuracy"
 ALL = "all"
 """The coder that pools every coder's latents, so one row answers "did the setting help overall"."""
@@ -55,7 +56,7 @@ class PairedRow:
     p_value: float
     """Wilcoxon signed-rank, two-sided (1.0 when every difference is 0, nan with fewer than 2 pairs)."""
     p_holm: float
-    """Holm-adjusted over all rows of this variant in the same table."""
+    """Holm-adjusted over this variant's rows of the same coder in the same table."""
     missing_in_variant: int
     missing_in_baseline: int
     unpaired_nan: int
@@ -93,7 +94,9 @@ def compare_variants(runs: dict[str, Path], baseline: str, out_dir: Path, resamp
     if baseline not in runs:
         raise LanternError(f"baseline {baseline!r} is not one of the variants: {sorted(runs)}")
     if not (Path(runs[baseline]) / SCORES).exists():
-        raise LanternError(f"the baseline {baseline!r} has no {SCORES} in {runs[baseline]}: nothing to compare with")
+        scored = [label for label, run in runs.items() if (Path(run) / SCORES).exists()]
+        raise LanternError(f"the baseline {baseline!r} has no {SCORES} in {runs[baseline]}: nothing to compare with; "
+                           f"choose one that has (--baseline NAME): {', '.join(scored) or 'none has'}")
     result = Comparison(baseline=baseline, labels=list(runs), varied=dict(varied or {}))
     base_scores, base_deciles = score_values(Path(runs[baseline])), decile_values(Path(runs[baseline]))
     for label, run_dir in runs.items():
@@ -119,6 +122,8 @@ def score_values(run_dir: Path) -> Values:
     for row in read_rows(run_dir / SCORES):
         for metric in METRICS:
             add_value(values, row, metric, number(row.get(metric)))
+        if row.get("metric") not in METRICS:
+            add_value(values, row, HEADLINE, number(row.get("score")))
     return values
 
 
@@ -139,19 +144,23 @@ def add_value(values: Values, row: dict, tail, value: float) -> None:
 
 def group_order(group: tuple) -> tuple:
     coder, scorer, tail = group
-    return coder != ALL, coder, scorer, METRICS.index(tail) if isinstance(tail, str) else tail
+    return coder != ALL, coder, scorer, (METRICS + (HEADLINE,)).index(tail) if isinstance(tail, str) else tail
 
 
 def paired_rows(label: str, base: Values, variant: Values, resamples: int, seed: int,
                 decile: bool = False) -> list:
-    """A row per group where at least one latent has a number in both runs, Holm-adjusted together."""
+    """A row per group where at least one latent has a number in both runs. Holm's family is one coder's rows
+    (every scorer and metric, or decile): the pooled `all` rows repeat the coders' latents, so adjusting them
+    together with the per-coder rows would count the same test twice."""
     rows = []
     for group in sorted(set(base) | set(variant), key=group_order):
         row = paired_row(label, group, base.get(group, {}), variant.get(group, {}), resamples, seed, decile)
         if row is not None:
             rows.append(row)
-    for row, adjusted in zip(rows, holm([r.p_value for r in rows])):
-        row.p_holm = float(adjusted)
+    for coder in {r.coder for r in rows}:
+        family = [r for r in rows if r.coder == coder]
+        for row, adjusted in zip(family, holm([r.p_value for r in family])):
+            row.p_holm = float(adjusted)
     return rows
 
 
@@ -180,7 +189,9 @@ def signed_rank_p(differences: np.ndarray) -> float:
         return math.nan
     if np.all(differences == 0):
         return 1.0
-    return float(stats.wilcoxon(differences).pvalue)
+    # Pratt keeps zero differences in the ranking: variants that share explanations tie on many latents, and
+    # dropping those ties (the default) would rest p on the few that differ
+    return float(stats.wilcoxon(differences, zero_method="pratt").pvalue)
 
 
 def safe_name(label: str) -> str:
@@ -189,14 +200,15 @@ def safe_name(label: str) -> str:
 
 def write_outputs(result: Comparison, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_table(out_dir, "paired", result.rows, PairedRow, result)
-    write_table(out_dir, "paired_by_decile", result.by_decile, DecilePairedRow, result)
+    for name, rows, row_type in (("paired", result.rows, PairedRow),
+                                 ("paired_by_decile", result.by_decile, DecilePairedRow)):
+        result.files += write_table_in(out_dir, name, [asdict(r) for r in rows], [f.name for f in fields(row_type)])
     names: set[str] = set()
     for label in result.labels:
         rows = [r for r in result.rows if r.variant == label and r.coder == ALL]
         if rows:
             name = unique(f"paired-{safe_name(label)}", names)
-            write_figure(out_dir, name, difference_figure(label, rows, result), result)
+            result.files += write_figure_in(out_dir, name, difference_figure(label, rows, result))
     result.files.append("summary.md")
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(result))
@@ -215,17 +227,6 @@ def unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def write_table(out_dir: Path, name: str, rows: list, row_type: type, result: Comparison) -> None:
-    """`name.parquet` and `name.csv`, the same rows (with the columns and no rows when nothing was paired)."""
-    columns = [f.name for f in fields(row_type)]
-    table = pa.Table.from_pylist([asdict(r) for r in rows]) if rows else pa.table(
-        {column: pa.array([], pa.null()) for column in columns})
-    write_parquet(out_dir / f"{name}.parquet", table)
-    with atomic_path(out_dir / f"{name}.csv") as tmp:
-        pacsv.write_csv(table, tmp)
-    result.files += [f"{name}.parquet", f"{name}.csv"]
-
-
 def difference_figure(label: str, rows: list[PairedRow], result: Comparison):
     """Mean difference and its interval per scorer x metric (coder `all`), with the no-change line at 0."""
     fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * len(rows)))
@@ -242,22 +243,12 @@ def difference_figure(label: str, rows: list[PairedRow], result: Comparison):
     return fig
 
 
-def write_figure(out_dir: Path, name: str, fig, result: Comparison) -> None:
-    try:
-        fig.tight_layout()
-        for fmt in ("png", "svg"):
-            with atomic_path(out_dir / f"{name}.{fmt}") as tmp:
-                fig.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else None)
-    finally:
-        plt.close(fig)
-    result.files += [f"{name}.png", f"{name}.svg"]
-
-
 def summary_markdown(result: Comparison) -> str:
     """The coder `all` rows as one table, then the notes."""
     lines = [f"# Paired comparison against `{result.baseline}`", "",
              "Differences are variant − baseline over the latents both runs scored (all coders pooled); "
-             "p: Wilcoxon signed-rank, Holm p: adjusted over all of a variant's rows.", "",
+             "p: Wilcoxon signed-rank (Pratt), Holm p: adjusted over the variant's rows shown here (every scorer and "
+             "metric, all coders pooled).", "",
              "| variant | varied | scorer | metric | n | baseline mean | variant mean | difference [95% CI] | p | "
              "Holm p |", "|---|---|---|---|---:|---:|---:|---|---:|---:|"]
     for r in (r for r in result.rows if r.coder == ALL):

@@ -25,7 +25,7 @@ def build_sweep_report(sweep_dir: Path, on_variant=None) -> dict:
         (out / "static" / name).write_bytes(resources.files("lantern.report").joinpath("static", name).read_bytes())
     variants = []
     for state in saved["variants"]:
-        run_dir = Path(state["run_dir"])
+        run_dir = sweep_dir / "variants" / state["name"]
         report = None
         if (run_dir / SCORES).exists():
             if on_variant:

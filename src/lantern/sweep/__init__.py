@@ -20,9 +20,9 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
     if saved.exists():
         from lantern.io import read_json
 
-        before = read_json(saved).get("base_run")
-        if before is not None and before != sweep._base_dict():
-            changed = sorted(k for k in before if before.get(k) != sweep._base_dict().get(k))
+        before, now = read_json(saved).get("base_run"), sweep.base_json()
+        if before is not None and before != now:
+            changed = sorted(k for k in before if before.get(k) != now.get(k))
             raise LanternError(f"{sweep_dir} is a sweep made with other base settings ({', '.join(changed)}); "
                                f"use another --sweep-dir")
     sweep.cost = estimate([sweep.config(v) for v in sweep.variants])

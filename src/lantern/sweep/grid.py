@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lantern.config import RunConfig
-from lantern.configure import SETTING_SECTIONS, with_llm_options, with_settings
+from lantern.configure import SETTING_SECTIONS, apply_explainer, with_llm_options, with_settings
 from lantern.errors import LanternError
 
 LLM_SETTINGS = ("llm.model",)
@@ -97,6 +97,9 @@ def apply_variant(base: RunConfig, variant: Variant, run_dir: Path) -> RunConfig
     for key, value in variant.settings:
         if key in LLM_SETTINGS:
             cfg.llm = with_llm_options(cfg.llm, **{key.split(".", 1)[1]: value})
+    # records get what the variant's explainer needs (explain negatives for `contrastive`, validation windows for
+    # several candidates), so such a variant gets records of its own
+    apply_explainer(cfg, None, None, records_pending=True)
     return cfg
 
 

@@ -66,8 +66,10 @@ class Sweep:
 
     def save(self) -> None:
         write_json(self.path / SWEEP_FILE, {
-            "grid": self.grid.vary, "base_run": self._base_dict(), "cost": self.cost.__dict__ if self.cost else None,
-            "totals": self.totals(), "variants": [v.__dict__ | {"status": v.status} for v in self.variants]})
+            "grid": self.grid.vary, "base_run": self.base_json(), "cost": self.cost.__dict__ if self.cost else None,
+            "totals": self.totals(),
+            "variants": [v.__dict__ | {"status": v.status, "run_dir": os.path.relpath(v.run_dir, self.path)}
+                         for v in self.variants]})
 
     def totals(self) -> dict[str, float]:
         """The whole sweep: wall seconds of every stage run, seconds saved by shared artefacts, LLM calls and
@@ -79,10 +81,12 @@ class Sweep:
                 out[key] = out.get(key, 0.0) + value
         return out
 
-    def _base_dict(self) -> dict:
+    def base_json(self) -> dict:
+        """The base config as sweep.json holds it (tuples as lists), to tell a resumed sweep from another one."""
         import dataclasses
+        import json
 
-        return dataclasses.asdict(self.base) | {"run_dir": None}
+        return json.loads(json.dumps(dataclasses.asdict(self.base) | {"run_dir": None}))
 
     def config(self, state: VariantState) -> RunConfig:
         return apply_variant(self.base, Variant(tuple(state.settings.items())), Path(state.run_dir))
@@ -97,6 +101,8 @@ def open_sweep(path: Path, base: RunConfig, grid: Grid, variants: list[Variant])
     if saved is not None and saved["grid"] != grid.vary:
         raise LanternError(f"{path} is a sweep of another grid ({saved['grid']}); use another --sweep-dir")
     fresh = [VariantState(v.name, v.as_dict(), str(path / VARIANTS / v.name)) for v in variants]
+    for state in states.values():  # saved relative to the sweep, so the sweep works from any directory
+        state.run_dir = str(path / VARIANTS / state.name)
     return Sweep(path, base, grid, [states.get(v.name, v) for v in fresh])
 
 
@@ -136,8 +142,9 @@ def run_variant(sweep: Sweep, state: VariantState, pipeline_for) -> None:
     from lantern.pipeline.lock import run_lock
 
     cfg = sweep.config(state)
-    prepare_variant(sweep, state, cfg)
-    with run_lock(state.run_dir):  # `lantern score/report` on this variant wait until the sweep leaves it
+    Path(state.run_dir).mkdir(parents=True, exist_ok=True)
+    with run_lock(state.run_dir):  # another command on this variant is refused while the sweep runs it
+        prepare_variant(sweep, state, cfg)
         _stages(sweep, state, cfg, pipeline_for(cfg))
 
 
@@ -209,7 +216,7 @@ def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str
     the directory's name), what each varied, and the default output folder."""
     if len(paths) == 1 and (Path(paths[0]) / SWEEP_FILE).exists():
         saved = read_json(Path(paths[0]) / SWEEP_FILE)
-        runs = {v["name"]: Path(v["run_dir"]) for v in saved["variants"]}
+        runs = {v["name"]: Path(paths[0]) / VARIANTS / v["name"] for v in saved["variants"]}
         varied = {v["name"]: ", ".join(f"{k}={x}" for k, x in v["settings"].items()) for v in saved["variants"]}
         return runs, varied, Path(paths[0]) / "comparison"
     if len(paths) < 2:
