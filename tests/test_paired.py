@@ -142,7 +142,7 @@ def test_every_file_is_written_and_the_summary_holds_the_table(tmp_path):
                          baseline="0.5B", out_dir=tmp_path / "out", varied={"1.5B / shown": "explainer 1.5B"})
     out = tmp_path / "out"
     expected = ["paired.parquet", "paired.csv", "paired_by_decile.parquet", "paired_by_decile.csv",
-                "paired-1.5B-shown.png", "paired-1.5B-shown.svg", "summary.md", "comparison.json"]
+                "paired-1_5B_shown.png", "paired-1_5B_shown.svg", "summary.md", "comparison.json"]
     assert sorted(c.files) == sorted(expected)
     assert all((out / name).stat().st_size > 0 for name in expected)
     assert not list(out.glob(".*.tmp"))
@@ -185,8 +185,8 @@ def test_labels_that_make_the_same_file_name_get_distinct_figures(tmp_path):
                           "x y": write_run(tmp_path / "v1", {k: v + 0.1 for k, v in values.items()}),
                           "x/y": write_run(tmp_path / "v2", {k: v - 0.1 for k, v in values.items()})},
                          baseline="base", out_dir=tmp_path / "o")
-    assert [f for f in c.files if f.endswith(".png")] == ["paired-x-y.png", "paired-x-y-2.png"]
-    assert (tmp_path / "o" / "paired-x-y-2.svg").exists()
+    assert [f for f in c.files if f.endswith(".png")] == ["paired-x_y.png", "paired-x_y-2.png"]
+    assert (tmp_path / "o" / "paired-x_y-2.svg").exists()
 
 
 def test_a_scorer_whose_headline_is_not_a_detection_metric_is_compared_by_its_score(tmp_path):

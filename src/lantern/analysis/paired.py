@@ -5,7 +5,6 @@ signed-rank p-value and Holm's correction over the variant's rows, plus counts o
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from scipy import stats  # noqa: E402
 
 from lantern.analysis.common import number, read_rows, write_figure_in, write_table_in  # noqa: E402
 from lantern.analysis.stats import holm  # noqa: E402
+from lantern.coders.base import safe_name  # noqa: E402
 from lantern.errors import LanternError  # noqa: E402
 from lantern.intervals import bootstrap_mean_interval  # noqa: E402
 from lantern.io import atomic_path, write_json, write_parquet  # noqa: E402
@@ -192,10 +192,6 @@ def signed_rank_p(differences: np.ndarray) -> float:
     # Pratt keeps zero differences in the ranking: variants that share explanations tie on many latents, and
     # dropping those ties (the default) would rest p on the few that differ
     return float(stats.wilcoxon(differences, zero_method="pratt").pvalue)
-
-
-def safe_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "variant"
 
 
 def write_outputs(result: Comparison, out_dir: Path) -> None:
