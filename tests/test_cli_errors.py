@@ -224,3 +224,19 @@ def test_record_and_explainer_flags_are_saved_like_set(tmp_path):
     _lantern("records", "--run-dir", str(tmp_path / "run"), "--explain-sampling", "random", "--ctx-len", "16")
     saved = RunConfig.load(tmp_path / "run").records
     assert (saved.explain_sampling, saved.ctx_len, saved.tokens_before) == ("random", 16, 8)
+
+
+def test_every_command_and_option_says_what_it_does():
+    """`lantern --help` lists the stages in pipeline order, then the tools; no option is left without help."""
+    import typer
+
+    from lantern.cli import app
+
+    group = typer.main.get_command(app)
+    assert list(group.commands) == ["run", "cache", "records", "explain", "score", "report", "analyse", "validate",
+                                    "sweep", "compare"]
+    missing = [f"{name} {param.opts[0]}" for name, command in group.commands.items() for param in command.params
+               if param.param_type_name == "option" and param.name != "help" and not (param.help or "").strip()]
+    assert missing == []
+    assert all(command.help and command.epilog and "Examples:" in command.epilog
+               for command in group.commands.values())

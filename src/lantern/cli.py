@@ -29,7 +29,8 @@ The pipeline, in order (`run` does the first four):
 * **report**: browsable HTML of every latent
 * **analyse**: the paper's tables and figures over one or more runs
 
-**validate** checks the scorers themselves on latents with known rules.
+**validate** checks the scorers themselves on latents with known rules; **sweep** runs a grid of settings over
+one cache (the paper's ablations) and **compare** pairs its variants latent by latent.
 """)
 console = Console(stderr=True)
 
