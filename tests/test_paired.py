@@ -142,6 +142,7 @@ def test_every_file_is_written_and_the_summary_holds_the_table(tmp_path):
                          baseline="0.5B", out_dir=tmp_path / "out", varied={"1.5B / shown": "explainer 1.5B"})
     out = tmp_path / "out"
     expected = ["paired.parquet", "paired.csv", "paired_by_decile.parquet", "paired_by_decile.csv",
+                "paired_by_setting.parquet", "paired_by_setting.csv",
                 "paired-1_5B_shown.png", "paired-1_5B_shown.svg", "summary.md", "comparison.json"]
     assert sorted(c.files) == sorted(expected)
     assert all((out / name).stat().st_size > 0 for name in expected)
@@ -200,3 +201,24 @@ def test_a_scorer_whose_headline_is_not_a_detection_metric_is_compared_by_its_sc
     row = one(c, coder="all", scorer="simulation", metric="score")
     assert row.n == 3 and row.difference == pytest.approx((0.2 + 0 + 0.3) / 3)
     assert c.notes == []
+
+
+def test_one_setting_at_a_time_pools_the_contexts_of_the_other_settings(tmp_path):
+    """A 2 x 2 grid: `sampling=random vs top` pairs (top, x) with (random, x) for each value x of the other
+    setting, never across x; a one-setting grid adds nothing."""
+    base = {0: 0.5, 1: 0.6, 2: 0.7}
+    grid = {("top", "f"): 0.0, ("top", "t"): 0.05, ("random", "f"): 0.1, ("random", "t"): 0.25}
+    runs = {f"sampling={s},shown={x}": write_run(tmp_path / f"{s}-{x}", {k: v + shift for k, v in base.items()})
+            for (s, x), shift in grid.items()}
+    settings = {label: dict(part.split("=") for part in label.split(",")) for label in runs}
+    c = compare_variants(runs, "sampling=top,shown=f", tmp_path / "o", resamples=200, settings=settings)
+    sampling = next(r for r in c.by_setting if r.variant == "sampling=random vs top" and r.coder == "all"
+                    and r.metric == "auroc")
+    assert sampling.n == 6 and sampling.difference == pytest.approx(((0.1 - 0.0) + (0.25 - 0.05)) / 2)
+    shown = next(r for r in c.by_setting if r.variant == "shown=t vs f" and r.coder == "all" and r.metric == "auroc")
+    assert shown.n == 6 and shown.difference == pytest.approx(((0.05 - 0.0) + (0.25 - 0.1)) / 2)
+    assert {"setting-sampling.png", "setting-shown.png", "paired_by_setting.parquet"} <= set(c.files)
+    assert "## One setting at a time" in (tmp_path / "o" / "summary.md").read_text()
+    one_key = {"top": write_run(tmp_path / "a", base), "random": write_run(tmp_path / "b", base)}
+    single = compare_variants(one_key, "top", tmp_path / "o2", settings={"top": {"s": "top"}, "random": {"s": "random"}})
+    assert single.by_setting == []

@@ -474,12 +474,12 @@ def compare(paths: list[Path] = typer.Argument(..., help="A sweep directory, or 
 
     from lantern.pipeline.lock import read_lock
 
-    runs, varied, default_out = comparison_inputs(paths)
+    runs, varied, settings, default_out = comparison_inputs(paths)
     chosen = baseline or next(iter(runs))
     with ExitStack() as held:  # no sweep or run may be writing what is compared
         for path in paths:
             held.enter_context(read_lock(path))
-        result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied)
+        result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied, settings)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     table = Table("variant", "scorer", "metric", "n", "baseline", "variant mean", "difference [95% CI]", "Holm p")

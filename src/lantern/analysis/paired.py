@@ -79,6 +79,8 @@ class Comparison:
     varied: dict[str, str]
     rows: list[PairedRow] = field(default_factory=list)
     by_decile: list[DecilePairedRow] = field(default_factory=list)
+    by_setting: list[PairedRow] = field(default_factory=list)
+    """One varied setting at a time (grids of two or more settings; paired_by_setting.py)."""
     files: list[str] = field(default_factory=list)
     """File names under out_dir."""
     notes: list[str] = field(default_factory=list)
@@ -86,9 +88,11 @@ class Comparison:
 
 
 def compare_variants(runs: dict[str, Path], baseline: str, out_dir: Path, resamples: int = 2000, seed: int = 0,
-                     varied: dict[str, str] | None = None) -> Comparison:
+                     varied: dict[str, str] | None = None,
+                     settings: dict[str, dict[str, str]] | None = None) -> Comparison:
     """Compare every variant in `runs` (label -> run directory) with `baseline` and write the tables, one figure
-    per variant, summary.md and comparison.json into `out_dir`."""
+    per variant, summary.md and comparison.json into `out_dir`. `settings` (label -> the grid's settings of that
+    variant) adds the comparison of one varied setting at a time, with one figure per setting."""
     if not runs:
         raise LanternError("compare needs at least one run directory: none given")
     if baseline not in runs:
@@ -112,6 +116,10 @@ def compare_variants(runs: dict[str, Path], baseline: str, out_dir: Path, resamp
         result.rows += rows
         result.by_decile += paired_rows(label, base_deciles, decile_values(Path(run_dir)), resamples, seed,
                                         decile=True)
+    if settings:
+        from lantern.analysis.paired_by_setting import setting_rows
+
+        result.by_setting = setting_rows(runs, settings, baseline, resamples, seed)
     write_outputs(result, Path(out_dir))
     return result
 
@@ -197,7 +205,8 @@ def signed_rank_p(differences: np.ndarray) -> float:
 def write_outputs(result: Comparison, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, rows, row_type in (("paired", result.rows, PairedRow),
-                                 ("paired_by_decile", result.by_decile, DecilePairedRow)):
+                                 ("paired_by_decile", result.by_decile, DecilePairedRow),
+                                 ("paired_by_setting", result.by_setting, PairedRow)):
         result.files += write_table_in(out_dir, name, [asdict(r) for r in rows], [f.name for f in fields(row_type)])
     names: set[str] = set()
     for label in result.labels:
@@ -205,6 +214,10 @@ def write_outputs(result: Comparison, out_dir: Path) -> None:
         if rows:
             name = unique(f"paired-{safe_name(label)}", names)
             result.files += write_figure_in(out_dir, name, difference_figure(label, rows, result))
+    for key in dict.fromkeys(r.variant.split("=", 1)[0] for r in result.by_setting):
+        rows = [r for r in result.by_setting if r.variant.startswith(f"{key}=") and r.coder == ALL]
+        name = unique(f"setting-{safe_name(key)}", names)
+        result.files += write_figure_in(out_dir, name, difference_figure(key, rows, result, by_setting=True))
     result.files.append("summary.md")
     with atomic_path(out_dir / "summary.md") as tmp:
         tmp.write_text(summary_markdown(result))
@@ -223,8 +236,9 @@ def unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def difference_figure(label: str, rows: list[PairedRow], result: Comparison):
-    """Mean difference and its interval per scorer x metric (coder `all`), with the no-change line at 0."""
+def difference_figure(label: str, rows: list[PairedRow], result: Comparison, by_setting: bool = False):
+    """Mean difference and its interval per scorer x metric (coder `all`; per value of the setting too when
+    `by_setting`), with the no-change line at 0."""
     fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.32 * len(rows)))
     y = np.arange(len(rows))[::-1]
     diffs = np.array([r.difference for r in rows])
@@ -232,7 +246,12 @@ def difference_figure(label: str, rows: list[PairedRow], result: Comparison):
     high = np.nan_to_num(np.array([r.ci_high for r in rows]) - diffs)
     ax.errorbar(diffs, y, xerr=[low, high], fmt="o", color="tab:blue", capsize=3)
     ax.axvline(0, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(y, [f"{r.scorer} · {r.metric} (n={r.n})" for r in rows])
+    ax.set_yticks(y, [(f"{r.variant.split(' vs ')[0]} · " if by_setting else "") + f"{r.scorer} · {r.metric} (n={r.n})"
+                      for r in rows])
+    if by_setting:
+        ax.set_xlabel("difference from the baseline's value, other settings held equal (mean over latents, 95% CI)")
+        ax.set_title(f"{label}: each value vs the baseline's")
+        return fig
     ax.set_xlabel(f"{label} − {result.baseline} (mean over latents, 95% CI)")
     changed = result.varied.get(label)
     ax.set_title(f"{label} vs {result.baseline}" + (f": {changed}" if changed else ""))
@@ -251,6 +270,16 @@ def summary_markdown(result: Comparison) -> str:
         lines.append(f"| {r.variant} | {result.varied.get(r.variant, '')} | {r.scorer} | {r.metric} | {r.n} | "
                      f"{r.baseline_mean:.3f} | {r.variant_mean:.3f} | {r.difference:+.3f} [{r.ci_low:+.3f}, "
                      f"{r.ci_high:+.3f}] | {r.p_value:.3g} | {r.p_holm:.3g} |")
+    setting_rows = [r for r in result.by_setting if r.coder == ALL]
+    if setting_rows:
+        lines += ["", "## One setting at a time", "",
+                  "Each value of a varied setting against the baseline's value, paired over variants whose other "
+                  "settings are equal (pooled over those combinations).", "",
+                  "| setting | scorer | metric | n | baseline mean | variant mean | difference [95% CI] | p | Holm p |",
+                  "|---|---|---|---:|---:|---:|---|---:|---:|"]
+        lines += [f"| {r.variant} | {r.scorer} | {r.metric} | {r.n} | {r.baseline_mean:.3f} | {r.variant_mean:.3f} | "
+                  f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | {r.p_value:.3g} | {r.p_holm:.3g} |"
+                  for r in setting_rows]
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"

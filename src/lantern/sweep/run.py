@@ -211,14 +211,14 @@ def run_sweep(sweep: Sweep, pipeline_for, on_variant=None) -> Sweep:
     return sweep
 
 
-def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str], Path]:
+def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str], dict[str, dict], Path]:
     """What `lantern compare` compares: a sweep's variants (label: the variant's name) or run directories (label:
-    the directory's name), what each varied, and the default output folder."""
+    the directory's name), what each varied (as text and as settings), and the default output folder."""
     if len(paths) == 1 and (Path(paths[0]) / SWEEP_FILE).exists():
         saved = read_json(Path(paths[0]) / SWEEP_FILE)
         runs = {v["name"]: Path(paths[0]) / VARIANTS / v["name"] for v in saved["variants"]}
         varied = {v["name"]: ", ".join(f"{k}={x}" for k, x in v["settings"].items()) for v in saved["variants"]}
-        return runs, varied, Path(paths[0]) / "comparison"
+        return runs, varied, {v["name"]: v["settings"] for v in saved["variants"]}, Path(paths[0]) / "comparison"
     if len(paths) < 2:
         raise LanternError(f"{paths[0]} is not a sweep directory (no {SWEEP_FILE}); give a sweep, or two or more "
                            f"run directories to compare")
@@ -226,4 +226,4 @@ def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str
     for path in paths:
         label = Path(path).name
         runs[label if label not in runs else str(path)] = Path(path)
-    return runs, {}, Path(paths[0]) / "analysis" / "comparison"
+    return runs, {}, {}, Path(paths[0]) / "analysis" / "comparison"
