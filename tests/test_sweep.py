@@ -20,7 +20,7 @@ from lantern.cli import app
 from lantern.config import RunConfig
 from lantern.errors import LanternError
 from lantern.llm.base import LLMClient, Request, Response
-from lantern.sweep.grid import check_grid, parse_vary, read_grid
+from lantern.sweep.grid import apply_variant, check_grid, parse_vary, read_grid
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +205,40 @@ def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
     assert all((Path(v.run_dir) / "report" / "index.html").exists() for v in sweep.variants)
     figures = list((tmp_path / "s" / "report" / "comparison").glob("paired-*.png"))
     assert len(figures) == 1 and figures[0].name in page
+
+
+def test_the_explainer_can_have_its_own_llm_while_the_run_llm_judges(tmp_path, inputs):
+    """`explainer.llm_model` (the explainer-size ablation): explain builds that model's client and leaves the run's
+    LLM unbuilt; score then uses the run's."""
+    from lantern.pipeline.orchestrator import Pipeline
+
+    model_dir, corpus, coder = inputs
+    cfg = RunConfig(run_dir=str(tmp_path / "run"), model=str(model_dir), corpus=str(corpus), coders=[str(coder)],
+                    tokens=8192, latents=2, scorers=["detection"])
+    cfg.records = replace(cfg.records, n_explain=6, min_windows=12)
+    cfg.llm = replace(cfg.llm, model="subject")
+    cfg.explainer = replace(cfg.explainer, llm_model=str(model_dir))
+    with Pipeline(cfg) as pipeline:
+        pipeline.cache()
+        pipeline.records()
+        pipeline.explain()
+        assert pipeline.client is None and pipeline._explainer_client is not None
+        assert pipeline._explainer_client.model_id != "subject"
+        pipeline.score()
+        assert pipeline.client is not None
+    assert pq.read_table(tmp_path / "run" / "scores.parquet").num_rows == 2
+
+
+def test_an_ablation_changes_one_setting_at_a_time_from_the_base(tmp_path):
+    base = RunConfig(run_dir=str(tmp_path / "base"))
+    grid = parse_vary(["explainer.kind=default,cot", "records.n_explain=20,10,40", "explainer.llm_model=none,embedded-0.5b"])
+    grid.design = "ablation"
+    variants = check_grid(base, grid)
+    assert [v.name for v in variants] == ["base", "kind=cot", "n_explain=10", "n_explain=40", "llm_model=embedded-0.5b"]
+    configs = {v.name: apply_variant(base, v, tmp_path / v.name) for v in variants}
+    assert (configs["n_explain=40"].records.n_explain, configs["n_explain=40"].explainer.kind) == (40, "default")
+    assert configs["llm_model=embedded-0.5b"].explainer.llm_model == "embedded-0.5b"
+    assert configs["base"].explainer.llm_model is None and configs["kind=cot"].explainer.kind == "cot"
+    grid.design = "sideways"
+    with pytest.raises(LanternError, match="--design 'sideways'"):
+        check_grid(base, grid)

@@ -383,6 +383,7 @@ def validate(run_dir: Optional[Path] = RunDir, model: str = ModelOpt, corpus: st
 ```
 lantern sweep --sweep-dir runs/ablation --latents 32 --vary records.explain_sampling=top,random,quantiles
 lantern sweep --sweep-dir runs/ablation --vary explainer.show_activations=false,true --vary llm.model=embedded,embedded-0.5b
+lantern sweep --sweep-dir runs/appendix --design ablation --vary explainer.kind=default,cot --vary records.n_explain=20,10,40
 lantern sweep --sweep-dir runs/ablation --grid ablations.toml --budget-hours 6 --dry-run
 ```""")
 @clear_errors
@@ -395,10 +396,13 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
                                                  help="Sweep directory (default: runs/sweep-TIMESTAMP); each variant "
                                                       "is a run directory under variants/."),
           vary: list[str] = typer.Option([], "--vary", help="A setting and its values, section.name=v1,v2 "
-                                         "(repeatable; every combination runs): records.NAME, explainer.NAME, scoring.NAME "
-                                         "or llm.model."),
+                                         "(repeatable): records.NAME, explainer.NAME, scoring.NAME or llm.model."),
+          design: Optional[str] = typer.Option(None, "--design", help="grid (every combination, the default) or "
+                                               "ablation (the first values as the base, then one setting changed "
+                                               "at a time)."),
           grid: Optional[Path] = typer.Option(None, "--grid", help="A TOML file with a [vary] table of "
-                                              "\"section.name\" = [values], instead of --vary."),
+                                              "\"section.name\" = [values] (and optionally design = \"ablation\"), "
+                                              "instead of --vary."),
           budget_hours: Optional[float] = typer.Option(None, "--budget-hours", help="Refuse a grid whose estimated "
                                                        "time (at the embedded 1.5B's measured rate) exceeds this."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the variants and the estimated cost; run "
@@ -418,6 +422,8 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
     if grid is not None and vary:
         raise LanternError("give either --vary or --grid, not both")
     chosen = read_grid(grid) if grid is not None else parse_vary(vary)
+    if design is not None:
+        chosen.design = design
     base = open_run(Path(run_dir) / "variants" / "_base", llm, model=model, corpus=corpus, coders=coders, layer=layer,
                     tokens=tokens, latents=latents, seed=seed, batch_size=batch_size)
     settings = [*(settings or []), *record_settings, *explain_settings]

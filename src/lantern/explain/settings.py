@@ -24,6 +24,9 @@ class ExplainerConfig:
     """Promoted tokens shown per kind of output evidence (logit lens, steering)."""
     steering_scale: float = 1.0
     """Steering adds the latent's decoder direction times its largest explain-window activation times this."""
+    llm_model: str | None = None
+    """The explainer's own in-process LLM (`embedded`, `embedded-0.5b`, a GGUF file, a Hugging Face model) while
+    the run's LLM stays the judge; None: the run's LLM explains too. For the explainer-size ablation."""
 
     def check(self) -> None:
         """Refuse settings that cannot produce an explanation (called before any model is loaded)."""

@@ -4,7 +4,7 @@ closes what it opened."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lantern.config import RunConfig
 from lantern.configure import apply_llm_options
@@ -26,6 +26,7 @@ class Pipeline:
     client: LLMClient | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     _owns_client: bool = False
+    _explainer_client: LLMClient | None = None
 
     def load_subject(self):
         """The subject model, loaded once (timed as `load model`)."""
@@ -63,10 +64,23 @@ class Pipeline:
         return self._timed("records", run_records(self.cfg, executor=self.executor))
 
     def explain(self) -> dict:
+        """Explanations from the run's LLM, or from the explainer's own (`explainer.llm_model`), built here."""
         from lantern.pipeline.explain_stage import run_explain
 
-        client = self.llm()
-        return self._timed("explain", run_explain(self.cfg, client, self._tokenizer(), subject=self.subject,
+        cfg, client = self.cfg, None
+        if cfg.explainer.llm_model and cfg.explainer.llm_model != cfg.llm.model:
+            from lantern.configure import with_llm_options
+
+            cfg = replace(cfg, llm=with_llm_options(cfg.llm, model=cfg.explainer.llm_model))
+            if self.executor.name == "local":
+                from lantern.llm.factory import make_client
+
+                if self._explainer_client is None:
+                    self._explainer_client = make_client(cfg.llm, cfg.path, self.subject)
+                client = self._explainer_client
+        else:
+            client = self.llm()
+        return self._timed("explain", run_explain(cfg, client, self._tokenizer(), subject=self.subject,
                                                   executor=self.executor))
 
     def score(self) -> dict:
@@ -89,10 +103,18 @@ class Pipeline:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + result["seconds"]
         return result
 
-    def close(self) -> None:
-        self.executor.close()
+    def release(self) -> None:
+        """Close the LLM clients this pipeline made (not a client passed in, not the executor)."""
         if self._owns_client and self.client is not None:
             self.client.close()
+            self.client, self._owns_client = None, False
+        if self._explainer_client is not None:
+            self._explainer_client.close()
+            self._explainer_client = None
+
+    def close(self) -> None:
+        self.executor.close()
+        self.release()
 
     def __enter__(self) -> "Pipeline":
         return self

@@ -42,7 +42,7 @@ def build_sweep_report(sweep_dir: Path, on_variant=None) -> dict:
             shutil.copyfile(comparison_dir / name, out / COMPARISON / name)
             figures.append(f"{COMPARISON}/{name}")
     page = _env().get_template("sweep.html.j2").render(
-        name=sweep_dir.name, path=str(sweep_dir), grid=saved["grid"], variants=variants, comparison=rows,
+        name=sweep_dir.name, path=str(sweep_dir), grid=saved["grid"]["vary"], design=saved["grid"]["design"], variants=variants, comparison=rows,
         baseline=meta.get("baseline"), notes=meta.get("notes", []), figures=figures, root="")
     with atomic_path(out / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")

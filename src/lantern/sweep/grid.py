@@ -25,27 +25,47 @@ class Variant:
 
     settings: tuple[tuple[str, str], ...]
     """(section.name, value as text) in the order the grid was given."""
+    changed: tuple[str, ...] | None = None
+    """The settings this variant changes from the ablation's base (None: a full grid, where all of them name it)."""
 
     @property
     def name(self) -> str:
-        """A directory name that says what the variant changed (`explain_sampling=top,show_activations=true`)."""
-        text = ",".join(f"{key.split('.', 1)[1]}={value}" for key, value in self.settings) or "base"
+        """A directory name that says what the variant changed (`explain_sampling=top,show_activations=true`; in an
+        ablation only the changed setting, and `base` for the base)."""
+        shown = [(k, v) for k, v in self.settings if self.changed is None or k in self.changed]
+        text = ",".join(f"{key.split('.', 1)[1]}={value}" for key, value in shown) or "base"
         return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", text)
 
     def as_dict(self) -> dict[str, str]:
         return dict(self.settings)
 
 
+DESIGNS = ("grid", "ablation")
+
+
 @dataclass
 class Grid:
-    """Settings varied and their values; the variants are every combination."""
+    """Settings varied and their values. `grid`: every combination; `ablation`: the base (each setting's first
+    value) and one variant per other value of one setting, the rest at the base (the paper's appendix: each
+    choice's effect alone, at a cost that grows with the values, not their product)."""
 
     vary: dict[str, list[str]] = field(default_factory=dict)
+    design: str = "grid"
 
     @property
     def variants(self) -> list[Variant]:
         keys = list(self.vary)
-        return [Variant(tuple(zip(keys, values))) for values in itertools.product(*(self.vary[k] for k in keys))]
+        if self.design == "grid":
+            return [Variant(tuple(zip(keys, values))) for values in itertools.product(*(self.vary[k] for k in keys))]
+        base = {key: values[0] for key, values in self.vary.items()}
+        out = [Variant(tuple(base.items()), changed=())]
+        for key, values in self.vary.items():
+            out += [Variant(tuple((base | {key: value}).items()), changed=(key,)) for value in values[1:]]
+        return out
+
+    def saved(self) -> dict:
+        """As sweep.json holds it."""
+        return {"design": self.design, "vary": self.vary}
 
 
 def parse_vary(options: list[str]) -> Grid:
@@ -76,7 +96,7 @@ def read_grid(path: Path) -> Grid:
     if not isinstance(vary, dict) or not vary:
         raise LanternError(f"{path}: expected a [vary] table of setting = [values] (e.g. "
                            f"\"records.explain_sampling\" = [\"top\", \"quantiles\"])")
-    grid = Grid()
+    grid = Grid(design=str(data.get("design", "grid")))
     for key, values in vary.items():
         if not isinstance(values, list) or not values:
             raise LanternError(f"{path}: [vary] {key} must be a non-empty list of values")
@@ -105,6 +125,8 @@ def apply_variant(base: RunConfig, variant: Variant, run_dir: Path) -> RunConfig
 
 def check_grid(base: RunConfig, grid: Grid) -> list[Variant]:
     """Every variant, each checked; unknown settings and values of the wrong type are refused up front."""
+    if grid.design not in DESIGNS:
+        raise LanternError(f"--design {grid.design!r}: choose {' or '.join(DESIGNS)}")
     if not grid.vary:
         raise LanternError("a sweep needs at least one --vary section.name=v1,v2 (or --grid FILE)")
     for key in grid.vary:

@@ -66,7 +66,7 @@ class Sweep:
 
     def save(self) -> None:
         write_json(self.path / SWEEP_FILE, {
-            "grid": self.grid.vary, "base_run": self.base_json(), "cost": self.cost.__dict__ if self.cost else None,
+            "grid": self.grid.saved(), "base_run": self.base_json(), "cost": self.cost.__dict__ if self.cost else None,
             "totals": self.totals(),
             "variants": [v.__dict__ | {"status": v.status, "run_dir": os.path.relpath(v.run_dir, self.path)}
                          for v in self.variants]})
@@ -98,7 +98,7 @@ def open_sweep(path: Path, base: RunConfig, grid: Grid, variants: list[Variant])
     saved = read_json(path / SWEEP_FILE) if (path / SWEEP_FILE).exists() else None
     states = {v["name"]: VariantState(**{k: v[k] for k in VariantState.__dataclass_fields__ if k in v})
               for v in (saved or {}).get("variants", [])}
-    if saved is not None and saved["grid"] != grid.vary:
+    if saved is not None and saved["grid"] != grid.saved():
         raise LanternError(f"{path} is a sweep of another grid ({saved['grid']}); use another --sweep-dir")
     fresh = [VariantState(v.name, v.as_dict(), str(path / VARIANTS / v.name)) for v in variants]
     for state in states.values():  # saved relative to the sweep, so the sweep works from any directory
@@ -145,7 +145,11 @@ def run_variant(sweep: Sweep, state: VariantState, pipeline_for) -> None:
     Path(state.run_dir).mkdir(parents=True, exist_ok=True)
     with run_lock(state.run_dir):  # another command on this variant is refused while the sweep runs it
         prepare_variant(sweep, state, cfg)
-        _stages(sweep, state, cfg, pipeline_for(cfg))
+        pipeline = pipeline_for(cfg)
+        try:
+            _stages(sweep, state, cfg, pipeline)
+        finally:
+            pipeline.release()  # e.g. the variant's own explainer model
 
 
 def _stages(sweep: Sweep, state: VariantState, cfg: RunConfig, pipeline) -> None:
@@ -218,7 +222,9 @@ def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str
         saved = read_json(Path(paths[0]) / SWEEP_FILE)
         runs = {v["name"]: Path(paths[0]) / VARIANTS / v["name"] for v in saved["variants"]}
         varied = {v["name"]: ", ".join(f"{k}={x}" for k, x in v["settings"].items()) for v in saved["variants"]}
-        return runs, varied, {v["name"]: v["settings"] for v in saved["variants"]}, Path(paths[0]) / "comparison"
+        # an ablation's variants each change one setting from the base: the per-variant rows are per setting
+        settings = {v["name"]: v["settings"] for v in saved["variants"]} if saved["grid"]["design"] == "grid" else {}
+        return runs, varied, settings, Path(paths[0]) / "comparison"
     if len(paths) < 2:
         raise LanternError(f"{paths[0]} is not a sweep directory (no {SWEEP_FILE}); give a sweep, or two or more "
                            f"run directories to compare")
