@@ -236,3 +236,23 @@ def test_a_task_error_reaches_the_driver_as_the_same_clear_error(ray_local, tmp_
         executor.map(partitions.finished, [(tmp_path, "nothing", 1)], "check")
     # results come back in the order of the calls
     assert executor.map(split_ranges, [(4, 2), (3, 3)], "ok") == [[(0, 2), (2, 4)], [(0, 1), (1, 2), (2, 3)]]
+
+
+def test_a_sweep_on_ray_gives_the_local_sweeps_results(ray_local, inputs, tmp_path):
+    """`lantern sweep --executor ray`: the workers find the variant's shared cache, records and response cache
+    through its links and build their LLM from the saved config; explanations and scores equal the local
+    sweep's, row for row."""
+    from lantern.sweep import execute, plan_sweep
+    from lantern.sweep.grid import parse_vary
+
+    for kind in ("local", "ray"):
+        base = _config(inputs, "unused")
+        base.run_dir, base.scorers = str(tmp_path / kind / "variants" / "_base"), ["detection"]
+        sweep = plan_sweep(tmp_path / kind, base, parse_vary(["explainer.show_activations=false,true"]))
+        execute(sweep, ExecutorConfig(kind=kind))
+        assert [(v.status, v.reused) for v in sweep.variants] == [("done", []), ("done", ["cache", "records"])]
+    for name in ("show_activations=false", "show_activations=true"):
+        for table in ("explanations.parquet", "scores.parquet"):
+            a, b = (pq.read_table(tmp_path / kind / "variants" / name / table) for kind in ("local", "ray"))
+            keep = [c for c in a.column_names if c not in VOLATILE | PAID]
+            assert a.num_rows > 0 and _same(a.select(keep).to_pylist(), b.select(keep).to_pylist()), (name, table)
