@@ -242,3 +242,18 @@ def test_an_ablation_changes_one_setting_at_a_time_from_the_base(tmp_path):
     grid.design = "sideways"
     with pytest.raises(LanternError, match="--design 'sideways'"):
         check_grid(base, grid)
+
+
+def test_a_command_on_a_variant_waits_for_its_sweep(tmp_path, inputs):
+    """While a sweep holds its directory, a command on one of its variants (which share its cache and records)
+    is refused with one clear line; once the sweep is gone it runs."""
+    from lantern.pipeline.lock import run_lock
+
+    out = tmp_path / "sweep"
+    assert _sweep(out, inputs, "--vary", "scoring.bootstrap_resamples=50,100").exit_code == 0
+    variant = out / "variants" / "bootstrap_resamples=50"
+    with run_lock(out):
+        done = CliRunner().invoke(app, ["score", "--run-dir", str(variant)])
+        assert done.exit_code == 2 and "is a variant of the sweep" in " ".join(done.output.split())
+    done = CliRunner().invoke(app, ["score", "--run-dir", str(variant)])
+    assert done.exit_code == 0, done.output

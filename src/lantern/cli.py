@@ -76,7 +76,7 @@ def locked(new_run: str | None = None):
                                            else ""))
 
             try:
-                with run_lock(run_dir, on_takeover=note):
+                with _sweep_idle(run_dir), run_lock(run_dir, on_takeover=note):
                     return fn(*args, **kwargs)
             except Exception as err:
                 full = as_disk_full(err, run_dir)
@@ -87,6 +87,33 @@ def locked(new_run: str | None = None):
         return wrapper
 
     return decorate
+
+
+def _sweep_idle(run_dir: Path):
+    """A variant of a sweep shares the sweep's cache and records: a command on it runs only while the sweep does
+    not (it holds the sweep's lock shared; the sweep holds it exclusively)."""
+    from contextlib import contextmanager, nullcontext
+
+    from lantern.pipeline.lock import RunLockedError, read_lock
+
+    sweep_dir = Path(run_dir).parent.parent
+    if Path(run_dir).parent.name != "variants" or not (sweep_dir / "sweep.json").exists():
+        return nullcontext()
+
+    @contextmanager
+    def held():
+        try:
+            lock = read_lock(sweep_dir)
+            lock.__enter__()
+        except RunLockedError as err:
+            raise RunLockedError(f"{run_dir} is a variant of the sweep {sweep_dir}, which is running and shares its "
+                                 f"cache and records with it: wait for the sweep to end ({err})") from None
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
+
+    return held()
 
 
 def _pipeline(cfg, executor: ExecutorConfig, llm: dict | None = None):
