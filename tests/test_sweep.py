@@ -257,3 +257,10 @@ def test_a_command_on_a_variant_waits_for_its_sweep(tmp_path, inputs):
         assert done.exit_code == 2 and "is a variant of the sweep" in " ".join(done.output.split())
     done = CliRunner().invoke(app, ["score", "--run-dir", str(variant)])
     assert done.exit_code == 0, done.output
+
+
+def test_the_shipped_appendix_grid_is_valid():
+    """benchmarks/appendix.toml (the paper's appendix ablations) parses and every variant checks."""
+    grid = read_grid(Path(__file__).resolve().parent.parent / "benchmarks" / "appendix.toml")
+    variants = check_grid(RunConfig(run_dir="unused"), grid)
+    assert grid.design == "ablation" and len(variants) == 10 and variants[0].name == "base"
