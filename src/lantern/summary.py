@@ -84,17 +84,18 @@ SHORT_METRIC = {"balanced_accuracy": "BA", "accuracy": "acc.", "auroc": "AUROC",
 
 def print_summary(summary: dict, console: Console | None = None) -> None:
     console = console or Console(width=max(SUMMARY_WIDTH, Console().width))
-    table = Table(title="lantern: mean over latents ± 95% CI", box=box.SIMPLE_HEAD,
-                  caption="BA: balanced accuracy at P(yes) 0.5; BA*: at the set's base rate (as many yes as "
-                          "positives); ex.: examples per latent")
-    table.add_column("coder", overflow="fold")
+    table = Table(title="lantern: mean over latents ± 95% CI", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption="latents: scored (of recorded, where an explanation failed); BA: balanced accuracy at "
+                          "P(yes) 0.5; BA*: at the set's base rate (as many yes as positives); ex.: examples per "
+                          "latent")
+    table.add_column("coder", no_wrap=True)
     for column in ("scorer", "latents", "headline", "AUROC", "BA*", "ex.", "failed"):
         table.add_column(column, no_wrap=True)
     for r in summary["rows"]:
         metric = SHORT_METRIC.get(r.get("metric") or "", r.get("metric") or "")
         headline = f"{metric} {_fmt(r.get('score', float('nan')), r.get('score_ci95', float('nan')))}".strip()
         headline += f" ({r['mode']})" if r.get("mode") else ""
-        latents = str(r["latents"]) + (f" (+{r['not_scored']} not scored)" if r.get("not_scored") else "")
+        latents = str(r["latents"]) + (f" of {r['latents'] + r['not_scored']}" if r.get("not_scored") else "")
         table.add_row(r["coder"], r["scorer"], latents, headline, _fmt(r["auroc"], r["auroc_ci95"]),
                       _fmt(r.get("balanced_accuracy_calibrated", float("nan")),
                            r.get("balanced_accuracy_calibrated_ci95", float("nan"))),
