@@ -107,7 +107,7 @@ def open_sweep(path: Path, base: RunConfig, grid: Grid, variants: list[Variant])
 
 
 def _link(target: Path, link: Path) -> None:
-    """`link` → `target` (relative), replacing what is there; a folder made before the sharing is kept aside."""
+    """`link` → `target` (relative); an old link is replaced, anything else there is refused (never deleted)."""
     if link.is_symlink():
         if link.resolve() == target.resolve():
             return
