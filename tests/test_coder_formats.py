@@ -425,3 +425,12 @@ def test_unknown_folder_names_the_known_formats(tmp_path, tiny_model):
         load_coder(str(tmp_path / "layers.1"), tiny_model)
     with pytest.raises(LanternError, match=r"unknown coder '.*nowhere': use sae, neurons, .*random"):
         load_coder(str(tmp_path / "nowhere"), tiny_model)
+
+
+def test_an_embedded_sae_that_is_not_installed_is_a_clear_error(tiny_model, monkeypatch):
+    from lantern.coders import loading
+
+    monkeypatch.setitem(loading.EMBEDDED_SAES, "sae-l99", "layers.99")
+    with pytest.raises(LanternError, match=r"the embedded SAE 'sae-l99' is not in this installation .*"
+                                           r"train_embedded_sae\.py"):
+        load_coder("sae-l99", tiny_model)
