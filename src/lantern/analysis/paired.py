@@ -20,7 +20,7 @@ from lantern.analysis.stats import holm  # noqa: E402
 from lantern.coders.base import safe_name  # noqa: E402
 from lantern.errors import LanternError  # noqa: E402
 from lantern.intervals import bootstrap_mean_interval  # noqa: E402
-from lantern.io import atomic_path, write_json, write_parquet  # noqa: E402
+from lantern.io import atomic_path, write_json  # noqa: E402
 from lantern.pipeline.files import SCORES  # noqa: E402
 from lantern.pipeline.score_tables import SCORES_BY_DECILE  # noqa: E402
 
