@@ -13,10 +13,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from lantern.analysis.common import number, read_rows, write_figure_in, write_table_in  # noqa: E402
-from lantern.analysis.stats import holm  # noqa: E402
+from lantern.analysis.stats import holm, signed_rank_p  # noqa: E402
 from lantern.coders.base import safe_name  # noqa: E402
 from lantern.errors import LanternError  # noqa: E402
 from lantern.intervals import bootstrap_mean_interval  # noqa: E402
@@ -189,17 +188,6 @@ def paired_row(label: str, group: tuple, base: dict, variant: dict, resamples: i
     if decile:
         return DecilePairedRow(metric=DECILE_METRIC, decile=tail, **common)
     return PairedRow(metric=tail, **common)
-
-
-def signed_rank_p(differences: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p: the paired test that assumes no distribution of the scores."""
-    if len(differences) < 2:
-        return math.nan
-    if np.all(differences == 0):
-        return 1.0
-    # Pratt keeps zero differences in the ranking: variants that share explanations tie on many latents, and
-    # dropping those ties (the default) would rest p on the few that differ
-    return float(stats.wilcoxon(differences, zero_method="pratt").pvalue)
 
 
 def write_outputs(result: Comparison, out_dir: Path) -> None:

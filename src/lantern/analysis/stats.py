@@ -107,6 +107,17 @@ def mann_whitney(a, b) -> Difference:
     return Difference(u, float(result.pvalue), u / (len(a) * len(b)), len(a), len(b))
 
 
+def signed_rank_p(differences: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p: the paired test that assumes no distribution of the scores."""
+    if len(differences) < 2:
+        return math.nan
+    if np.all(differences == 0):
+        return 1.0
+    # Pratt keeps zero differences in the ranking: variants that share explanations tie on many latents, and
+    # dropping those ties (the default) would rest p on the few that differ
+    return float(stats.wilcoxon(differences, zero_method="pratt").pvalue)
+
+
 def holm(p_values) -> np.ndarray:
     """Holm's step-down adjustment (family-wise error) of several p-values; nan stays nan."""
     p = np.asarray(p_values, dtype=float)
