@@ -168,6 +168,10 @@ RECORD_OPTIONS = Group({
                                                         "similar to the explain windows (default 4).")),
     "n_neighbour_negatives": (Optional[int], typer.Option(None, "--neighbour-negatives", help="Windows where a "
                                                           "neighbour latent fires and this one does not (default 4).")),
+    "match_latents_to": (Optional[str], typer.Option(None, "--match-latents-to", help="A coder of the run: the "
+                                                     "others explain the latents whose decoder directions best match "
+                                                     "its sampled ones, one to one (cross-layer overlap, pair by "
+                                                     "pair).")),
 }, lambda **given: _assignments("records", **given), "Records (the windows each latent gets)")
 
 

@@ -22,7 +22,8 @@ from lantern.analysis.common import Analysed, Context, Skip, read_rows, subplots
 from lantern.analysis.stats import match, random_rotation, unit_rows
 from lantern.errors import LanternError
 from lantern.io import read_json
-from lantern.pipeline.files import CACHE, EXPLANATIONS, SELECTION
+from lantern.pipeline.files import CACHE, EXPLANATIONS, SELECTION, records_file
+from lantern.records.matching import MATCHED_SUFFIX
 
 NAME = "cross_layer_overlap"
 PAIRS = "cross_layer_overlap_pairs"
@@ -113,6 +114,38 @@ def _decoders(ctx: Context, names: set[str]) -> dict[str, np.ndarray]:
     return out
 
 
+def saved_pairs(ctx: Context, a: str, b: str) -> list[tuple[int, int]]:
+    """(latent of a, latent of b) pairs chosen by decoder direction at records time (records.match_latents_to)."""
+    for anchor, other, flip in ((a, b, False), (b, a, True)):
+        path = records_file(ctx.run_dir, other).with_suffix(MATCHED_SUFFIX)
+        if path.exists() and read_json(path)["matched_to"] == anchor:
+            pairs = [(p["anchor_latent"], p["latent"]) for p in read_json(path)["pairs"]]
+            return [(y, x) for x, y in pairs] if flip else pairs
+    return []
+
+
+def matched_pairs(ctx: Context, a: str, b: str, latents: dict[str, list[int]], ea: np.ndarray, eb: np.ndarray,
+                  rng: np.random.Generator, permutations: int = 10_000) -> dict:
+    """Where b's latents were chosen as the decoder matches of a's: are a pair's explanations more alike than the
+    same latents paired at random? (mean explanation cosine of the pairs vs a permutation null; and how often the
+    explanations' own Hungarian matching finds the decoder partner, chance 1/n)."""
+    index_a = {latent: i for i, latent in enumerate(latents[a])}
+    index_b = {latent: j for j, latent in enumerate(latents[b])}
+    pairs = [(index_a[x], index_b[y]) for x, y in saved_pairs(ctx, a, b) if x in index_a and y in index_b]
+    if len(pairs) < 2:
+        return {}
+    i, j = np.array(pairs).T
+    sim = ea[i] @ eb[j].T
+    paired = float(np.diag(sim).mean())
+    null = np.array([np.diag(sim[:, rng.permutation(len(j))]).mean() for _ in range(permutations)])
+    rows, cols = match(sim)
+    return {"decoder_matched_pairs": len(pairs), "explanation_cosine_of_decoder_pairs": paired,
+            "explanation_cosine_shuffled_pairs": float(null.mean()),
+            "decoder_pairs_permutation_p": float((1 + np.sum(null >= paired)) / (1 + permutations)),
+            "explanation_match_finds_decoder_partner": float(np.mean(rows == cols)),
+            "explanation_match_chance": 1.0 / len(pairs)}
+
+
 def run(ctx: Context) -> Analysed:
     hooks = hookpoints(ctx)
     explained = explanations(ctx)
@@ -167,6 +200,7 @@ def run(ctx: Context) -> Analysed:
             why = ("no decoder directions" if da is None or db is None else
                    f"decoders write to spaces of different width ({da.shape[1]} vs {db.shape[1]})")
             result.notes.append(f"{a} vs {b}: decoder-direction similarity left out ({why})")
+        row.update(matched_pairs(ctx, a, b, latents, ea, eb, rng))
         summary.append(row)
         for i, j, s, c in zip(text["rows"], text["cols"], text["matched"], cos_of_text):
             la, lb = latents[a][i], latents[b][j]

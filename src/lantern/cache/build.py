@@ -227,7 +227,8 @@ def cache_batches(cache_dir: Path, model: torch.nn.Module, model_name: str, code
 
 
 def _save_decoder_neighbours(cdir: Path, coder: SparseCoder, k: int = 8) -> bool:
-    """Top-k decoder-cosine neighbours of every latent, for neighbour negatives (coders without a decoder: none)."""
+    """Top-k decoder-cosine neighbours of every latent (neighbour negatives) and the unit decoder directions
+    (latents matched across coders); coders without a decoder: neither."""
     directions_of = getattr(coder, "decoder_directions", None)
     directions = directions_of() if directions_of is not None else None
     if directions is None:
@@ -236,6 +237,11 @@ def _save_decoder_neighbours(cdir: Path, coder: SparseCoder, k: int = 8) -> bool
     with atomic_path(cdir / layout.DECODER_NEIGHBOURS) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, neighbours=neighbours, similarity=similarity)
+    # unit rows, float16: what matching latents across coders needs (records.match_latents_to), without the coder
+    unit = torch.nn.functional.normalize(directions.detach().float(), dim=1).cpu().numpy().astype(np.float16)
+    with atomic_path(cdir / layout.DECODER_DIRECTIONS) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, unit)
     return True
 
 

@@ -22,6 +22,7 @@ STATS = "stats.npz"
 RUNS = "runs"
 SHARD_META = "shard.json"
 DECODER_NEIGHBOURS = "decoder_neighbours.npz"
+DECODER_DIRECTIONS = "decoder_directions.npy"
 
 
 def coder_dir(cache_dir: Path, coder_name: str) -> Path:

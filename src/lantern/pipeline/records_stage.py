@@ -23,6 +23,7 @@ from lantern.io import read_json, write_parquet
 from lantern.pipeline.files import CACHE, latents_file, records_file
 from lantern.progress import console, progress_bar
 from lantern.records.build import Extras, Survey, build_blocks, cache_grid, plan_records, records_summary
+from lantern.records.matching import MATCHED_SUFFIX, decoder_directions, match_latents, write_pairs
 
 
 def coder_names(cfg: RunConfig) -> list[str]:
@@ -68,13 +69,40 @@ def records_partition(cfg: RunConfig, name: str, index: int, survey_: Survey, bl
     return partitions.write_partition(cfg.path, f"records-{name}", index, write)
 
 
+def matched_to(cfg: RunConfig) -> str:
+    """The coder whose sampled latents the others match (records.match_latents_to), checked; '' when none."""
+    anchor = cfg.records.match_latents_to
+    if anchor and anchor not in coder_names(cfg):
+        raise LanternError(f"records.match_latents_to={anchor!r} names no coder of this run; its coders: "
+                           f"{', '.join(coder_names(cfg))}")
+    return anchor
+
+
+def _matcher(cfg: RunConfig, cache: LatentCache, name: str, anchor: str):
+    """`choose` for plan_records: the eligible latents of `name` whose decoder directions best match the anchor's
+    sampled latents (whose records were built first), the pairs saved beside the records."""
+    chosen = pq.read_table(latents_file(cfg.path, anchor), columns=["latent"]).column("latent").to_numpy()
+    anchor_dirs = decoder_directions(LatentCache(cfg.path / CACHE, anchor, expect_model=cfg.model).dir, anchor)[chosen]
+    own = decoder_directions(cache.dir, name)
+
+    def choose(eligible):
+        rows, latents = match_latents(anchor_dirs, own, eligible)
+        cosines = np.einsum("ij,ij->i", anchor_dirs[rows], own[latents])
+        write_pairs(records_file(cfg.path, name).with_suffix(MATCHED_SUFFIX), anchor, chosen[rows], latents, cosines)
+        return latents
+
+    return choose
+
+
 def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
     started = time.perf_counter()
     executor = executor or LocalExecutor()
     counts = {}
-    for name in coder_names(cfg):
+    anchor = matched_to(cfg)
+    for name in sorted(coder_names(cfg), key=lambda n: n != anchor):  # the anchor's latents first
         cache = LatentCache(cfg.path / CACHE, name, expect_model=cfg.model)
-        grid, survey_, selected, blocks = plan_records(cache, cfg.records, cfg.latents)
+        choose = None if not anchor or name == anchor else _matcher(cfg, cache, name, anchor)
+        grid, survey_, selected, blocks = plan_records(cache, cfg.records, cfg.latents, choose)
         stage = f"records-{name}"
         partitions.begin(cfg.path, stage)
         groups = [blocks[a:b] for a, b in split_ranges(len(blocks), executor.partitions(len(blocks)))]

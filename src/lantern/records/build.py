@@ -68,6 +68,10 @@ class RecordConfig:
     tokens x (active latents per token)^2, so it is sampled; neighbour ranks need only the strong overlaps."""
     min_windows: int = 30
     """Latents with fewer disjoint activating windows are not explained."""
+    match_latents_to: str = ""
+    """A coder of the run: every other coder explains, for each latent sampled from that one, its own eligible
+    latent with the closest decoder direction (one-to-one), so two layers' explanations can be compared pair by
+    pair (cross-layer overlap). Empty: each coder samples its latents on its own."""
     seed: int = 0
 
     @property
@@ -346,13 +350,18 @@ def _table(parts: list[dict[str, np.ndarray]], tokens_flat: np.ndarray, ctx_len:
     })
 
 
-def plan_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None) -> tuple[Grid, Survey, np.ndarray, list]:
+def plan_records(cache: LatentCache, cfg: RecordConfig, n_latents: int | None,
+                 choose=None) -> tuple[Grid, Survey, np.ndarray, list]:
     """Pass 1 over every latent: (grid, survey, sampled latents, [(lo, hi, sampled latents inside)] per block
-    holding any). The blocks are independent: pass 2 may build them in any process (`build_blocks`)."""
+    holding any). The blocks are independent: pass 2 may build them in any process (`build_blocks`).
+    `choose(eligible latents) -> latents` replaces the random sample (latents matched to another coder's)."""
     check_window_fits(cfg, cache.seq_len)
     grid = cache_grid(cache, cfg.ctx_len)
     survey_ = survey(cache, cfg, grid)
-    selected = sample_latents(survey_, cfg, n_latents)
+    if choose is None:
+        selected = sample_latents(survey_, cfg, n_latents)
+    else:
+        selected = np.asarray(choose(np.flatnonzero(survey_.n_windows >= cfg.windows_needed)), dtype=np.int64)
     blocks = []
     for lo, hi in latent_blocks(cache):
         inside = selected[(selected >= lo) & (selected < hi)]
