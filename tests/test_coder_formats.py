@@ -423,7 +423,8 @@ def test_unknown_folder_names_the_known_formats(tmp_path, tiny_model):
     (tmp_path / "layers.1" / "sae.safetensors").unlink()  # sparsify cfg.json alone: name the missing weights
     with pytest.raises(LanternError, match=r"lacks sae\.safetensors"):
         load_coder(str(tmp_path / "layers.1"), tiny_model)
-    with pytest.raises(LanternError, match=r"unknown coder '.*nowhere': use sae, neurons, .*random"):
+    with pytest.raises(LanternError,
+                       match=r"unknown coder '.*nowhere': use sae, sae-l8, sae-w2048, neurons, .*random"):
         load_coder(str(tmp_path / "nowhere"), tiny_model)
 
 
@@ -434,3 +435,16 @@ def test_an_embedded_sae_that_is_not_installed_is_a_clear_error(tiny_model, monk
     with pytest.raises(LanternError, match=r"the embedded SAE 'sae-l99' is not in this installation .*"
                                            r"train_embedded_sae\.py"):
         load_coder("sae-l99", tiny_model)
+
+
+@pytest.mark.parametrize("name", ["sae", "sae-l8", "sae-w2048"])
+def test_every_embedded_sae_ships_and_reads_the_residual_it_names(name):
+    """The three SAEs trained for the embedded Gemma 3 270M (width 640): layers.6, layers.8 (cross-layer overlap)
+    and a narrower one at layers.6 (width ablation), each a sparsify folder with unit decoder rows."""
+    from lantern.coders.loading import EMBEDDED_SAES, embedded_sae_dir
+
+    coder = SparsifyCoder(embedded_sae_dir(name), name=name)
+    assert coder.hookpoint == EMBEDDED_SAES[name] and coder.d_in == 640
+    assert coder.num_latents == (2048 if name == "sae-w2048" else 4096) and coder.k == 32
+    norms = coder.decoder_directions().norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-2)

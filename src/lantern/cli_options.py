@@ -19,7 +19,7 @@ ModelOpt = typer.Option("embedded", "--model", help="Subject model: `embedded` (
 CorpusOpt = typer.Option("embedded", "--corpus", help="`embedded` (KJV Bible + Python docs), a text/jsonl/parquet "
                                                        "file or folder, or a Hugging Face dataset name.")
 CodersOpt = typer.Option("sae,neurons,neurons-topk", "--coders", help=(
-    "Comma list of: sae (the shipped SAE at layer 6), neurons (MLP neurons at --layer), neurons-topk[:K] (neurons "
+    "Comma list of: sae (the shipped SAE at layer 6), sae-l8 (the shipped SAE at layer 8), sae-w2048 (a 2,048-latent SAE at layer 6), neurons (MLP neurons at --layer), neurons-topk[:K] (neurons "
     "kept to the K strongest per token, default 32), random[:N[:K]] (N random directions, a control), planted "
     "(latents with known rules, as `validate` uses), or a folder of a sparsify or SAELens checkpoint; a folder "
     "with several hookpoints takes PATH:HOOK to pick one."))

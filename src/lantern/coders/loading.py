@@ -30,14 +30,14 @@ EMBEDDED_SAE_LAYER = 6
 KNOWN_FORMATS = ("sparsify (cfg.json + sae.safetensors), SAELens (cfg.json + sae_weights.safetensors), or a "
                  "directory of sparsify/SAELens folders, one per hookpoint (e.g. layers.6/cfg.json + "
                  "layers.6/sae.safetensors)")
-SPECS = "sae, neurons, neurons-topk[:K], random[:N[:K]], planted, or a coder folder path"
+SPECS = "sae, sae-l8, sae-w2048, neurons, neurons-topk[:K], random[:N[:K]], planted, or a coder folder path"
 
 
 EMBEDDED_SAES = {"sae": "layers.6", "sae-l8": "layers.8", "sae-w2048": "layers.6"}
 """The TopK SAEs lantern trains for the embedded Gemma 3 270M (scripts/train_embedded_sae.py, benchmarks/RESULTS.md),
-each in assets/<name>/<hookpoint>/: `sae` (4,096 latents after layers.6, shipped) and, once trained and shipped,
-`sae-l8` (4,096 after layers.8, for the cross-layer overlap) and `sae-w2048` (2,048 after layers.6, for the width
-ablation); a name whose folder is missing is a clear error."""
+each in assets/<name>/<hookpoint>/: `sae` (4,096 latents after layers.6), `sae-l8` (4,096 after layers.8, for the
+cross-layer overlap) and `sae-w2048` (2,048 after layers.6, for the width ablation), all k = 32; a name whose folder
+is missing (an installation without the assets) is a clear error."""
 
 
 def embedded_sae_dir(name: str = "sae") -> Path:
