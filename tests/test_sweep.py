@@ -264,3 +264,15 @@ def test_the_shipped_appendix_grid_is_valid():
     grid = read_grid(Path(__file__).resolve().parent.parent / "benchmarks" / "appendix.toml")
     variants = check_grid(RunConfig(run_dir="unused"), grid)
     assert grid.design == "ablation" and len(variants) == 10 and variants[0].name == "base"
+
+
+def test_cost_counts_each_explainer_at_its_own_measured_rate():
+    """The explainer-size ablation: explanations by the 0.5B cost what the 0.5B was measured to take, not the 1.5B's."""
+    from lantern.sweep.plan import SECONDS_PER_EXPLANATION, estimate
+
+    base = RunConfig(run_dir="unused", coders=["sae"], latents=10, scorers=[])
+    small = replace(base, explainer=replace(base.explainer, llm_model="embedded-0.5b"))
+    both, alone = estimate([base, small]), estimate([base])
+    assert both.explained == 2 * alone.explained == 20 and both.scoring_calls == 0
+    assert both.seconds - alone.seconds == pytest.approx(10 * SECONDS_PER_EXPLANATION["embedded-0.5b"])
+    assert alone.seconds == pytest.approx(10 * SECONDS_PER_EXPLANATION["embedded"])

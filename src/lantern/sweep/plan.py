@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from lantern.config import RunConfig
 from lantern.records.build import N_DECILES
 
-SECONDS_PER_EXPLANATION = 14.0
-"""Measured: the embedded 1.5B explains one latent in 13.9 s on 2 cores (benchmarks/RESULTS.md, default run)."""
+SECONDS_PER_EXPLANATION = {"embedded": 13.9, "embedded-0.5b": 6.8}
+"""Measured on 2 cores (benchmarks/RESULTS.md): the embedded 1.5B explains a latent in 13.9 s (default run), the
+0.5B in 6.8 s (the explainer comparison); any other explainer is costed as the 1.5B."""
 SECONDS_PER_CALL = {"detection": 1.46, "fuzzing": 1.46, "simulation": 4.0, "surprisal": 0.6, "intruder": 3.0,
                     "intervention": 1.5, "embedding": 0.0}
 """Seconds per scoring call of the embedded 1.5B on 2 cores (detection/fuzzing measured in the default run; the
@@ -71,16 +72,23 @@ class Cost:
                 f"the embedded 1.5B's measured rate on 2 cores, before response-cache hits")
 
 
+def explanation_seconds(cfg: RunConfig) -> float:
+    """Seconds per explanation of the model that explains (the explainer's own LLM, else the run's)."""
+    model = cfg.explainer.llm_model or cfg.llm.model or "embedded"
+    return SECONDS_PER_EXPLANATION.get(model, SECONDS_PER_EXPLANATION["embedded"])
+
+
 def estimate(configs: list[RunConfig]) -> Cost:
     """The cost of running every config, counting shared records and explanations once."""
     latents = configs[0].latents * len(configs[0].coders)
     explain_groups = {explain_key(c): c for c in configs}
     explained = sum(latents * c.explainer.candidates for c in explain_groups.values())
+    explain_seconds = sum(latents * c.explainer.candidates * explanation_seconds(c) for c in explain_groups.values())
     calls = {name: 0.0 for name in SECONDS_PER_CALL}
     for cfg in configs:
         for name, per_latent in scoring_calls(cfg).items():
             calls[name] = calls.get(name, 0.0) + per_latent * latents
-    seconds = explained * SECONDS_PER_EXPLANATION + sum(n * SECONDS_PER_CALL.get(name, 1.5)
+    seconds = explain_seconds + sum(n * SECONDS_PER_CALL.get(name, 1.5)
                                                          for name, n in calls.items())
     return Cost(variants=len(configs), latents=latents, records_built=len({records_key(c) for c in configs}),
                 explained=explained, scoring_calls=int(sum(calls.values())), seconds=seconds)
