@@ -70,8 +70,10 @@ def test_second_coder_explains_the_decoder_partners_of_the_first(two_layers):
     assert all(p["decoder_cosine"] == pytest.approx(1.0, abs=1e-3) for p in eligible)
     assert all(p["decoder_cosine"] < 0.999 for p in pairs["pairs"] if p not in eligible)
     assert sorted(selected(run_dir, "two")) == sorted(p["latent"] for p in pairs["pairs"])
-    # the anchor's own sample is the random one a run without matching draws
     assert not records_file(run_dir, "one").with_suffix(MATCHED_SUFFIX).exists()
+    # records redrawn without matching: the old pairs no longer describe them and are gone
+    run_records(config(run_dir, ""))
+    assert not records_file(run_dir, "two").with_suffix(MATCHED_SUFFIX).exists()
 
 
 def test_unknown_anchor_is_a_clear_error(two_layers):

@@ -102,6 +102,8 @@ def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
     for name in sorted(coder_names(cfg), key=lambda n: n != anchor):  # the anchor's latents first
         cache = LatentCache(cfg.path / CACHE, name, expect_model=cfg.model)
         choose = None if not anchor or name == anchor else _matcher(cfg, cache, name, anchor)
+        if choose is None:  # pairs of an earlier matched build would no longer describe these records
+            records_file(cfg.path, name).with_suffix(MATCHED_SUFFIX).unlink(missing_ok=True)
         grid, survey_, selected, blocks = plan_records(cache, cfg.records, cfg.latents, choose)
         stage = f"records-{name}"
         partitions.begin(cfg.path, stage)
