@@ -64,7 +64,8 @@ def test_second_coder_explains_the_decoder_partners_of_the_first(two_layers):
     assert sorted(p["anchor_latent"] for p in pairs["pairs"]) == sorted(anchors) and len(anchors) == 6
     partner = {int(p): i for i, p in enumerate(perm)}  # latent of `one` → the same direction's latent in `two`
     # each pair is the partner where that latent is eligible in `two` (it sees layer 2's residual, so it fires
-    # elsewhere); a perfect partner (cosine 1) is never passed over
+    # elsewhere): the sum-maximising assignment could in principle trade a perfect partner away, but not with
+    # random directions this far apart
     eligible = [p for p in pairs["pairs"] if p["latent"] == partner[p["anchor_latent"]]]
     assert len(eligible) >= 3, pairs
     assert all(p["decoder_cosine"] == pytest.approx(1.0, abs=1e-3) for p in eligible)
@@ -109,3 +110,15 @@ def test_overlap_reads_the_pairs_and_tells_alike_from_unrelated_explanations(two
     # the same pairs read from either side
     assert matched_pairs(Context(cfg), "two", "one", latents, alike, ea, np.random.default_rng(0), 2000)[
         "explanation_match_finds_decoder_partner"] == 1.0
+
+
+def test_a_coder_without_cached_directions_is_refused_before_any_records(two_layers, tmp_path):
+    """A cache made before lantern stored decoder directions: said up front, no records of the anchor built."""
+    from lantern.cache import layout
+
+    run_dir, _ = two_layers
+    shutil.copytree(run_dir / "cache", tmp_path / "cache")
+    (layout.coder_dir(tmp_path / "cache", "two") / layout.DECODER_DIRECTIONS).unlink()
+    with pytest.raises(LanternError, match=r"coder 'two' has no decoder directions in the cache .* new run directory"):
+        run_records(config(tmp_path, "one"))
+    assert not latents_file(tmp_path, "one").exists()

@@ -431,7 +431,7 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
                                               "\"section.name\" = [values] (and optionally design = \"ablation\"), "
                                               "instead of --vary."),
           budget_hours: Optional[float] = typer.Option(None, "--budget-hours", help="Refuse a grid whose estimated "
-                                                       "time (at the embedded 1.5B's measured rate) exceeds this."),
+                                                       "time (at the embedded models' measured rates) exceeds this."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the variants and the estimated cost; run "
                                        "nothing."),
           model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt, layer: int = LayerOpt,

@@ -23,7 +23,7 @@ from lantern.io import read_json, write_parquet
 from lantern.pipeline.files import CACHE, latents_file, records_file
 from lantern.progress import console, progress_bar
 from lantern.records.build import Extras, Survey, build_blocks, cache_grid, plan_records, records_summary
-from lantern.records.matching import MATCHED_SUFFIX, decoder_directions, match_latents, write_pairs
+from lantern.records.matching import MATCHED_SUFFIX, check_widths, decoder_directions, match_latents, write_pairs
 
 
 def coder_names(cfg: RunConfig) -> list[str]:
@@ -70,28 +70,41 @@ def records_partition(cfg: RunConfig, name: str, index: int, survey_: Survey, bl
 
 
 def matched_to(cfg: RunConfig) -> str:
-    """The coder whose sampled latents the others match (records.match_latents_to), checked; '' when none."""
+    """The coder whose sampled latents the others match (records.match_latents_to), checked before any records are
+    built (every coder has cached decoder directions of one width); '' when none."""
     anchor = cfg.records.match_latents_to
-    if anchor and anchor not in coder_names(cfg):
+    if not anchor:
+        return ""
+    names = coder_names(cfg)
+    if anchor not in names:
         raise LanternError(f"records.match_latents_to={anchor!r} names no coder of this run; its coders: "
-                           f"{', '.join(coder_names(cfg))}")
+                           f"{', '.join(names)}")
+    widths = {name: decoder_directions(layout.coder_dir(cfg.path / CACHE, name), name, mmap=True).shape[1]
+              for name in names}
+    check_widths(anchor, widths)
     return anchor
 
 
-def _matcher(cfg: RunConfig, cache: LatentCache, name: str, anchor: str):
+class Matcher:
     """`choose` for plan_records: the eligible latents of `name` whose decoder directions best match the anchor's
-    sampled latents (whose records were built first), the pairs saved beside the records."""
-    chosen = pq.read_table(latents_file(cfg.path, anchor), columns=["latent"]).column("latent").to_numpy()
-    anchor_dirs = decoder_directions(LatentCache(cfg.path / CACHE, anchor, expect_model=cfg.model).dir, anchor)[chosen]
-    own = decoder_directions(cache.dir, name)
+    sampled latents (whose records were built first); `save` writes the pairs once this coder's records exist."""
 
-    def choose(eligible):
-        rows, latents = match_latents(anchor_dirs, own, eligible)
-        cosines = np.einsum("ij,ij->i", anchor_dirs[rows], own[latents])
-        write_pairs(records_file(cfg.path, name).with_suffix(MATCHED_SUFFIX), anchor, chosen[rows], latents, cosines)
+    def __init__(self, cfg: RunConfig, cache: LatentCache, name: str, anchor: str):
+        self.cfg, self.name, self.anchor = cfg, name, anchor
+        self.chosen = pq.read_table(latents_file(cfg.path, anchor), columns=["latent"]).column("latent").to_numpy()
+        anchor_dirs = decoder_directions(layout.coder_dir(cfg.path / CACHE, anchor), anchor)
+        self.anchor_dirs = anchor_dirs[self.chosen]
+        self.own = decoder_directions(cache.dir, name)
+        self.pairs = None
+
+    def __call__(self, eligible: np.ndarray) -> np.ndarray:
+        rows, latents = match_latents(self.anchor_dirs, self.own, eligible)
+        cosines = np.einsum("ij,ij->i", self.anchor_dirs[rows], self.own[latents])
+        self.pairs = (self.chosen[rows], latents, cosines)
         return latents
 
-    return choose
+    def save(self) -> None:
+        write_pairs(records_file(self.cfg.path, self.name).with_suffix(MATCHED_SUFFIX), self.anchor, *self.pairs)
 
 
 def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
@@ -101,9 +114,9 @@ def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
     anchor = matched_to(cfg)
     for name in sorted(coder_names(cfg), key=lambda n: n != anchor):  # the anchor's latents first
         cache = LatentCache(cfg.path / CACHE, name, expect_model=cfg.model)
-        choose = None if not anchor or name == anchor else _matcher(cfg, cache, name, anchor)
-        if choose is None:  # pairs of an earlier matched build would no longer describe these records
-            records_file(cfg.path, name).with_suffix(MATCHED_SUFFIX).unlink(missing_ok=True)
+        choose = None if not anchor or name == anchor else Matcher(cfg, cache, name, anchor)
+        # pairs of an earlier build would not describe the records about to be built
+        records_file(cfg.path, name).with_suffix(MATCHED_SUFFIX).unlink(missing_ok=True)
         grid, survey_, selected, blocks = plan_records(cache, cfg.records, cfg.latents, choose)
         stage = f"records-{name}"
         partitions.begin(cfg.path, stage)
@@ -118,6 +131,8 @@ def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
         table = pq.read_table(records_file(cfg.path, name))
         summary = records_summary(table, selected, survey_, cache, cfg.records)
         write_parquet(latents_file(cfg.path, name), summary)
+        if choose is not None:
+            choose.save()
         counts[name] = len(summary)
         wanted = cfg.records.n_negatives + cfg.records.n_similar_negatives + cfg.records.n_neighbour_negatives
         short = [s["latent"] for s in summary if s["n_negatives"] < wanted]

@@ -16,23 +16,32 @@ from lantern.io import write_json
 MATCHED_SUFFIX = ".matched.json"
 
 
-def decoder_directions(coder_dir: Path, name: str) -> np.ndarray:
-    """A cached coder's unit decoder directions [num_latents, d] (float32), from its cache folder."""
+def decoder_directions(coder_dir: Path, name: str, mmap: bool = False) -> np.ndarray:
+    """A cached coder's unit decoder directions [num_latents, d] (float32; float16 on disk when `mmap`, for a
+    shape check), from its cache folder."""
     path = coder_dir / layout.DECODER_DIRECTIONS
     if not path.exists():
-        raise LanternError(f"coder {name!r} has no decoder directions in the cache ({path}): it has no decoder "
-                           f"(e.g. planted latents), or its cache was built before lantern stored them; "
-                           f"records.match_latents_to needs both, so cache into a new run directory")
-    return np.load(path).astype(np.float32)
+        raise LanternError(f"coder {name!r} has no decoder directions in the cache ({path}): the coder exposes no "
+                           f"decoder, or its cache was built before lantern stored them (cache into a new run "
+                           f"directory); records.match_latents_to needs them for every coder")
+    return np.load(path, mmap_mode="r") if mmap else np.load(path).astype(np.float32)
+
+
+def check_widths(anchor: str, widths: dict[str, int]) -> None:
+    """Matching compares decoder directions, so every coder must write to the anchor's space."""
+    other = {name: width for name, width in widths.items() if width != widths[anchor]}
+    if other:
+        raise LanternError(f"records.match_latents_to={anchor!r}: its decoder directions have width "
+                           f"{widths[anchor]}, but " + ", ".join(f"{n}'s have {w}" for n, w in sorted(other.items()))
+                           + "; match coders that write to the same stream")
 
 
 def match_latents(anchor: np.ndarray, candidates: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each anchor direction (rows of `anchor`, in order), one distinct eligible latent of the other coder with
     the most similar decoder direction, maximising the summed cosine (Hungarian). Returns (anchor row indices,
-    matched latents) for the pairs made: all anchors when there are at least as many eligible latents."""
-    if anchor.shape[1] != candidates.shape[1]:
-        raise LanternError(f"records.match_latents_to: decoder directions of width {anchor.shape[1]} and "
-                           f"{candidates.shape[1]} are not in one space; match coders that write to the same stream")
+    matched latents) for the pairs made: all anchors when there are at least as many eligible latents. The dense
+    assignment is anchors × eligible: fine for the hundreds of latents an explained sample has, slow for tens of
+    thousands (every latent of a wide coder)."""
     if len(anchor) == 0 or len(eligible) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     similarity = anchor @ candidates[eligible].T

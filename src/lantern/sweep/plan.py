@@ -50,7 +50,7 @@ def scoring_calls(cfg: RunConfig) -> dict[str, float]:
 
 @dataclass
 class Cost:
-    """The planned work of a sweep, at the embedded 1.5B's measured rate on 2 cores."""
+    """The planned work of a sweep, at the embedded models' measured rates on 2 cores."""
 
     variants: int
     latents: int
@@ -69,7 +69,7 @@ class Cost:
     def describe(self) -> str:
         return (f"{self.variants} variant(s) × {self.latents} latents: {self.records_built} record set(s), "
                 f"{self.explained} explanations, ~{self.scoring_calls:,} scoring calls; ≈ {self.hours:.1f} h at "
-                f"the embedded 1.5B's measured rate on 2 cores, before response-cache hits")
+                f"the embedded models' measured rates on 2 cores, before response-cache hits")
 
 
 def explanation_seconds(cfg: RunConfig) -> float:
