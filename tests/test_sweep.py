@@ -239,6 +239,15 @@ def test_an_ablation_changes_one_setting_at_a_time_from_the_base(tmp_path):
     assert (configs["n_explain=40"].records.n_explain, configs["n_explain=40"].explainer.kind) == (40, "default")
     assert configs["llm_model=embedded-0.5b"].explainer.llm_model == "embedded-0.5b"
     assert configs["base"].explainer.llm_model is None and configs["kind=cot"].explainer.kind == "cot"
+    # `lantern compare` names each ablation variant by the one setting it changes, not every setting of the grid
+    from lantern.sweep.run import comparison_inputs, open_sweep
+
+    open_sweep(tmp_path / "sweep", base, grid, variants).save()
+    _, varied, per_setting, _ = comparison_inputs([tmp_path / "sweep"])
+    assert varied == {"base": "(the base)", "kind=cot": "explainer.kind=cot", "n_explain=10": "records.n_explain=10",
+                      "n_explain=40": "records.n_explain=40",
+                      "llm_model=embedded-0.5b": "explainer.llm_model=embedded-0.5b"}
+    assert per_setting == {}
     grid.design = "sideways"
     with pytest.raises(LanternError, match="--design 'sideways'"):
         check_grid(base, grid)

@@ -221,9 +221,13 @@ def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str
     if len(paths) == 1 and (Path(paths[0]) / SWEEP_FILE).exists():
         saved = read_json(Path(paths[0]) / SWEEP_FILE)
         runs = {v["name"]: Path(paths[0]) / VARIANTS / v["name"] for v in saved["variants"]}
-        varied = {v["name"]: ", ".join(f"{k}={x}" for k, x in v["settings"].items()) for v in saved["variants"]}
+        grid = saved["grid"]["design"] == "grid"
+        base = next((v for v in saved["variants"] if v["name"] == "base"), saved["variants"][0])["settings"]
+        # a grid variant is named by all its settings; an ablation's by the one it changes from the base
+        varied = {v["name"]: ", ".join(f"{k}={x}" for k, x in v["settings"].items() if grid or base.get(k) != x)
+                  or "(the base)" for v in saved["variants"]}
         # an ablation's variants each change one setting from the base: the per-variant rows are per setting
-        settings = {v["name"]: v["settings"] for v in saved["variants"]} if saved["grid"]["design"] == "grid" else {}
+        settings = {v["name"]: v["settings"] for v in saved["variants"]} if grid else {}
         return runs, varied, settings, Path(paths[0]) / "comparison"
     if len(paths) < 2:
         raise LanternError(f"{paths[0]} is not a sweep directory (no {SWEEP_FILE}); give a sweep, or two or more "
