@@ -101,10 +101,24 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+class _PythonWrites:
+    """A file seen only through its `write`, so numpy writes an array in Python write calls (which raise when the
+    disk is full) instead of ndarray.tofile, whose last buffered block is lost without an error on a full disk
+    (numpy does not check the fclose that flushes it): a short .npy that looks finished."""
+
+    def __init__(self, f):
+        self.write = f.write
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """np.save whose every byte is checked written (into a folder that is renamed into place when complete)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array(_PythonWrites(f), np.asanyarray(array), allow_pickle=False)
+
+
 def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+        save_npy(tmp, array)
 
 
 def write_parquet(path: str | os.PathLike, rows: list[dict] | pa.Table) -> None:

@@ -239,9 +239,7 @@ def _save_decoder_neighbours(cdir: Path, coder: SparseCoder, k: int = 8) -> bool
             np.savez(f, neighbours=neighbours, similarity=similarity)
     # unit rows, float16: what matching latents across coders needs (records.match_latents_to), without the coder
     unit = torch.nn.functional.normalize(directions.detach().float(), dim=1).cpu().numpy().astype(np.float16)
-    with atomic_path(cdir / layout.DECODER_DIRECTIONS) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, unit)
+    write_npy(cdir / layout.DECODER_DIRECTIONS, unit)
     return True
 
 

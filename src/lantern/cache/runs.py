@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lantern.io import save_npy
+
 _RUN_NAME = re.compile(r"^run-(\d{7})-(\d{7})$")
 LATENT_PTR, TOKENS, VALUES = "latent_ptr.npy", "tokens.npy", "values.npy"
 
@@ -87,9 +89,13 @@ class RunWriter:
         staging = final.with_name(final.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        np.save(staging / LATENT_PTR, latent_ptr)
-        np.save(staging / TOKENS, np.concatenate(self._tokens)[order])
-        np.save(staging / VALUES, np.concatenate(self._values)[order])
+        try:
+            save_npy(staging / LATENT_PTR, latent_ptr)
+            save_npy(staging / TOKENS, np.concatenate(self._tokens)[order])
+            save_npy(staging / VALUES, np.concatenate(self._values)[order])
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave no half-written run behind
+            raise
         staging.rename(final)
         self._latents, self._tokens, self._values = [], [], []
         self._first = self._end = None

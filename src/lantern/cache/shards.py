@@ -23,7 +23,7 @@ import numpy as np
 from lantern.cache import layout
 from lantern.cache.runs import Run
 from lantern.errors import LanternError
-from lantern.io import read_json, write_json
+from lantern.io import read_json, save_npy, write_json
 
 ESCAPE = np.iinfo(np.uint16).max
 INDPTR, FIRST, DELTA, ESC_POS, ESC_DELTA, VALUES = (
@@ -134,13 +134,17 @@ def merge_shard(folder: Path, runs: list[Run], lo: int, hi: int, value_dtype: st
     staging = final.with_name(final.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name, array in ((INDPTR, indptr), (FIRST, first), (DELTA, delta), (ESC_POS, esc_pos),
-                        (ESC_DELTA, esc_delta), (VALUES, values)):
-        np.save(staging / name, array)
-    meta = {"latents": [lo, hi], "nnz": nnz,
-            "files": {name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)}
-                      for name in SHARD_FILES}}
-    write_json(staging / layout.SHARD_META, meta)
+    try:
+        for name, array in ((INDPTR, indptr), (FIRST, first), (DELTA, delta), (ESC_POS, esc_pos),
+                            (ESC_DELTA, esc_delta), (VALUES, values)):
+            save_npy(staging / name, array)
+        meta = {"latents": [lo, hi], "nnz": nnz,
+                "files": {name: {"bytes": (staging / name).stat().st_size, "sha256": _sha256(staging / name)}
+                          for name in SHARD_FILES}}
+        write_json(staging / layout.SHARD_META, meta)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # e.g. a full disk: leave no half-written shard behind
+        raise
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)
     return meta
