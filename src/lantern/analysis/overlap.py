@@ -118,8 +118,9 @@ def saved_pairs(ctx: Context, a: str, b: str) -> list[tuple[int, int]]:
     """(latent of a, latent of b) pairs chosen by decoder direction at records time (records.match_latents_to)."""
     for anchor, other, flip in ((a, b, False), (b, a, True)):
         path = records_file(ctx.run_dir, other).with_suffix(MATCHED_SUFFIX)
-        if path.exists() and read_json(path)["matched_to"] == anchor:
-            pairs = [(p["anchor_latent"], p["latent"]) for p in read_json(path)["pairs"]]
+        saved = read_json(path) if path.exists() else None
+        if saved is not None and saved["matched_to"] == anchor:
+            pairs = [(p["anchor_latent"], p["latent"]) for p in saved["pairs"]]
             return [(y, x) for x, y in pairs] if flip else pairs
     return []
 
