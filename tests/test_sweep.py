@@ -206,6 +206,26 @@ def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
     figures = list((tmp_path / "s" / "report" / "comparison").glob("paired-*.png"))
     assert len(figures) == 1 and figures[0].name in page
 
+    # the cost table: each variant's judge calls as its usage files count them, and what reuse saved
+    assert CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--resamples", "200"]).exit_code == 0
+    cost = {row["variant"]: row for row in
+            json.loads((tmp_path / "s" / "comparison" / "comparison.json").read_text())["cost"]}
+    for v in sweep.variants:
+        calls = sum(pq.read_table(f).num_rows for f in (Path(v.run_dir) / "usage").glob("*.parquet"))
+        assert cost[v.name]["calls"] == calls > 0
+    assert cost[sweep.variants[1].name]["saved_seconds"] == pytest.approx(sweep.variants[0].seconds["cache"])
+    assert "## Cost" in (tmp_path / "s" / "comparison" / "summary.md").read_text()
+
+    # a variant the sweep is running is left out with a note; the finished ones are still compared
+    from lantern.pipeline.lock import run_lock
+
+    with run_lock(sweep.variants[1].run_dir):
+        busy = CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--resamples", "200"])
+    assert busy.exit_code == 0, busy.output
+    saved = json.loads((tmp_path / "s" / "comparison" / "comparison.json").read_text())
+    assert any(f"variant {sweep.variants[1].name} is being run by the sweep" in n for n in saved["notes"])
+    assert not (tmp_path / "s" / "comparison" / "paired.csv").read_text().count(sweep.variants[1].name)
+
 
 def test_the_explainer_can_have_its_own_llm_while_the_run_llm_judges(tmp_path, inputs):
     """`explainer.llm_model` (the explainer-size ablation): explain builds that model's client and leaves the run's
@@ -285,3 +305,19 @@ def test_cost_counts_each_explainer_at_its_own_measured_rate():
     assert both.explained == 2 * alone.explained == 20 and both.scoring_calls == 0
     assert both.seconds - alone.seconds == pytest.approx(10 * SECONDS_PER_EXPLANATION["embedded-0.5b"])
     assert alone.seconds == pytest.approx(10 * SECONDS_PER_EXPLANATION["embedded"])
+
+
+def test_a_resumed_sweep_costs_only_what_is_left():
+    """Stages a sweep finished are not counted again: a done variant costs nothing, one whose explanations exist
+    costs only its scoring, and the description says how many are done."""
+    from lantern.sweep.plan import SECONDS_PER_CALL, SECONDS_PER_EXPLANATION, estimate, scoring_calls
+
+    base = RunConfig(run_dir="unused", coders=["sae"], latents=10, scorers=["detection"])
+    cot = replace(base, explainer=replace(base.explainer, kind="cot"))
+    fresh = estimate([base, cot])
+    resumed = estimate([base, cot], [{"cache", "records", "explain", "score"}, {"cache", "records", "explain"}])
+    per_variant = 10 * scoring_calls(base)["detection"] * SECONDS_PER_CALL["detection"]
+    assert fresh.seconds == pytest.approx(2 * per_variant + 20 * SECONDS_PER_EXPLANATION["embedded"])
+    assert resumed.seconds == pytest.approx(per_variant)
+    assert (resumed.explained, resumed.records_built, resumed.variants_done) == (0, 0, 1)
+    assert "1 done; what is left" in resumed.describe()

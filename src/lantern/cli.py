@@ -473,7 +473,7 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
     totals = done.totals()
     console.print(f"sweep: {totals['seconds']:.0f} s of stages, ~{totals['saved_seconds']:.0f} s saved by shared "
                   f"records and explanations; {totals.get('calls', 0):.0f} LLM calls, {totals.get('cache_hits', 0):.0f} "
-                  f"answered from the response cache")
+                  f"answered from the response cache (~{totals.get('cached_seconds', 0):.0f} s of LLM time saved)")
     console.print(f"sweep written to [bold]{run_dir}[/bold] (sweep.json); compare the variants with "
                   f"`lantern compare {run_dir}`")
     if any(state.error for state in done.variants):
@@ -500,19 +500,31 @@ def compare(paths: list[Path] = typer.Argument(..., help="A sweep directory, or 
     Wilcoxon signed-rank test (Holm-corrected), per decile too; a table and a figure per variant."""
     from rich.table import Table
 
-    from lantern.analysis.paired import compare_variants
-    from lantern.sweep.run import comparison_inputs
-
     from contextlib import ExitStack
 
-    from lantern.pipeline.lock import read_lock
+    from lantern.analysis.paired import compare_variants
+    from lantern.pipeline.lock import RunLockedError, read_lock
+    from lantern.sweep.run import comparison_inputs, sweep_stage_costs
 
     runs, varied, settings, default_out = comparison_inputs(paths)
+    stages = sweep_stage_costs(paths[0]) if len(paths) == 1 else {}
     chosen = baseline or next(iter(runs))
-    with ExitStack() as held:  # no sweep or run may be writing what is compared
-        for path in paths:
-            held.enter_context(read_lock(path))
-        result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied, settings)
+    busy = []
+    with ExitStack() as held:  # no run may be writing what is compared
+        if stages:  # a sweep: the variants it finished can be compared while it runs the next one
+            for label, run_dir in list(runs.items()):
+                try:
+                    held.enter_context(read_lock(run_dir))
+                except RunLockedError:
+                    if label == chosen:
+                        raise
+                    busy.append(f"variant {label} is being run by the sweep: not compared (compare again when it "
+                                f"is done)")
+                    del runs[label]
+        else:
+            for path in paths:
+                held.enter_context(read_lock(path))
+        result = compare_variants(runs, chosen, out or default_out, resamples, seed, varied, settings, stages, busy)
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     table = Table("variant", "scorer", "metric", "n", "baseline", "variant mean", "difference [95% CI]", "Holm p")

@@ -22,6 +22,7 @@ from lantern.intervals import bootstrap_mean_interval  # noqa: E402
 from lantern.io import atomic_path, write_json  # noqa: E402
 from lantern.pipeline.files import SCORES  # noqa: E402
 from lantern.pipeline.score_tables import SCORES_BY_DECILE  # noqa: E402
+from lantern.pipeline.usage import usage_totals  # noqa: E402
 
 METRICS = ("auroc", "balanced_accuracy", "balanced_accuracy_calibrated", "f1", "accuracy")
 HEADLINE = "score"
@@ -84,14 +85,20 @@ class Comparison:
     """File names under out_dir."""
     notes: list[str] = field(default_factory=list)
     """Variants left out and why."""
+    cost: list[dict] = field(default_factory=list)
+    """Per variant: its LLM calls, response-cache hits, tokens and seconds (and, in a sweep, its stages' wall
+    seconds and what the artefacts it reused had cost)."""
 
 
 def compare_variants(runs: dict[str, Path], baseline: str, out_dir: Path, resamples: int = 2000, seed: int = 0,
                      varied: dict[str, str] | None = None,
-                     settings: dict[str, dict[str, str]] | None = None) -> Comparison:
+                     settings: dict[str, dict[str, str]] | None = None,
+                     stages: dict[str, dict] | None = None, notes: list[str] | None = None) -> Comparison:
     """Compare every variant in `runs` (label -> run directory) with `baseline` and write the tables, one figure
     per variant, summary.md and comparison.json into `out_dir`. `settings` (label -> the grid's settings of that
-    variant) adds the comparison of one varied setting at a time, with one figure per setting."""
+    variant) adds the comparison of one varied setting at a time, with one figure per setting; `stages` (label ->
+    a sweep's wall seconds, seconds saved by reuse and reused stages) joins each variant's LLM usage in the cost
+    table. `notes`: what the caller already left out (a variant still running), said with the comparison's own."""
     if not runs:
         raise LanternError("compare needs at least one run directory: none given")
     if baseline not in runs:
@@ -100,7 +107,7 @@ def compare_variants(runs: dict[str, Path], baseline: str, out_dir: Path, resamp
         scored = [label for label, run in runs.items() if (Path(run) / SCORES).exists()]
         raise LanternError(f"the baseline {baseline!r} has no {SCORES} in {runs[baseline]}: nothing to compare with; "
                            f"choose one that has (--baseline NAME): {', '.join(scored) or 'none has'}")
-    result = Comparison(baseline=baseline, labels=list(runs), varied=dict(varied or {}))
+    result = Comparison(baseline=baseline, labels=list(runs), varied=dict(varied or {}), notes=list(notes or []))
     base_scores, base_deciles = score_values(Path(runs[baseline])), decile_values(Path(runs[baseline]))
     for label, run_dir in runs.items():
         if label == baseline:
@@ -115,6 +122,8 @@ def compare_variants(runs: dict[str, Path], baseline: str, out_dir: Path, resamp
         result.rows += rows
         result.by_decile += paired_rows(label, base_deciles, decile_values(Path(run_dir)), resamples, seed,
                                         decile=True)
+    result.cost = [{"variant": label, **(stages or {}).get(label, {}), **usage_totals(Path(run_dir))}
+                   for label, run_dir in runs.items()]
     if settings:
         from lantern.analysis.paired_by_setting import setting_rows
 
@@ -211,7 +220,8 @@ def write_outputs(result: Comparison, out_dir: Path) -> None:
         tmp.write_text(summary_markdown(result))
     result.files.append("comparison.json")
     write_json(out_dir / "comparison.json", dict(labels=result.labels, baseline=result.baseline,
-                                                 varied=result.varied, files=result.files, notes=result.notes))
+                                                 varied=result.varied, files=result.files, notes=result.notes,
+                                                 cost=result.cost))
 
 
 def unique(name: str, taken: set[str]) -> str:
@@ -268,6 +278,26 @@ def summary_markdown(result: Comparison) -> str:
         lines += [f"| {r.variant} | {r.scorer} | {r.metric} | {r.n} | {r.baseline_mean:.3f} | {r.variant_mean:.3f} | "
                   f"{r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | {r.p_value:.3g} | {r.p_holm:.3g} |"
                   for r in setting_rows]
+    lines += cost_markdown(result.cost)
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     return "\n".join(lines) + "\n"
+
+
+def cost_markdown(cost: list[dict]) -> list[str]:
+    """What each variant cost and what sharing saved: wall seconds of its stages, seconds its reused artefacts had
+    cost (sweeps only), LLM calls and tokens it paid for, and LLM seconds answered from the response cache."""
+    if not any(row.get("calls") or row.get("seconds") for row in cost):
+        return []
+    keys = ("stage_seconds", "saved_seconds", "calls", "cache_hits", "paid_prompt_tokens", "paid_completion_tokens",
+            "cached_seconds")
+    total = {key: sum(row.get(key, 0) or 0 for row in cost) for key in keys}
+    lines = ["", "## Cost", "",
+             "Wall seconds of the variant's own stages; seconds of the stages it reused from another variant (what "
+             "that variant spent on them); LLM calls, of them answered from the response cache, tokens paid "
+             "(cache hits excluded), and LLM seconds the cache saved (what those answers once took).", "",
+             "| variant | stage s | saved by reuse s | LLM calls | from cache | paid prompt tokens | paid completion "
+             "tokens | saved by cache s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in [*cost, {"variant": "**all**", **total}]:
+        lines.append(f"| {row['variant']} | " + " | ".join(f"{row.get(key, 0) or 0:,.0f}" for key in keys) + " |")
+    return lines

@@ -37,7 +37,9 @@ def write_usage(run_dir: Path, stage: str, tags: list[dict], responses: list[Res
 
 
 def usage_per_latent(run_dir: Path) -> pa.Table | None:
-    """Sums per (coder, latent, stage): calls, cache hits, tokens paid and cached, seconds, retries, failures."""
+    """Sums per (coder, latent, stage): calls, cache hits, tokens paid and cached, seconds (`seconds` counts a cache
+    hit at what its answer once took; `cached_seconds` is that part: LLM time the response cache saved), retries,
+    failures."""
     files = sorted((Path(run_dir) / USAGE).glob("*.parquet"))
     if not files:
         return None
@@ -52,11 +54,24 @@ def usage_per_latent(run_dir: Path) -> pa.Table | None:
     calls = calls.append_column("paid_prompt_tokens", pc.if_else(paid, calls.column("prompt_tokens"), 0))
     calls = calls.append_column("paid_completion_tokens", pc.if_else(paid, calls.column("completion_tokens"), 0))
     calls = calls.append_column("retries", pc.subtract(calls.column("attempts"), 1))
+    calls = calls.append_column("cached_seconds", pc.if_else(paid, 0.0, calls.column("seconds")))
     sums = {"calls": ("task", "count"), "cache_hits": ("cached", "sum"), "prompt_tokens": ("prompt_tokens", "sum"),
             "completion_tokens": ("completion_tokens", "sum"), "paid_prompt_tokens": ("paid_prompt_tokens", "sum"),
             "paid_completion_tokens": ("paid_completion_tokens", "sum"),
             "evaluated_prompt_tokens": ("evaluated_prompt_tokens", "sum"), "seconds": ("seconds", "sum"),
-            "retries": ("retries", "sum"), "failed": ("failed", "sum")}
+            "cached_seconds": ("cached_seconds", "sum"), "retries": ("retries", "sum"), "failed": ("failed", "sum")}
     keys = ["coder", "latent", "stage"]
     grouped = calls.group_by(keys).aggregate(list(sums.values()))
     return grouped.select(keys + [f"{col}_{fn}" for col, fn in sums.values()]).rename_columns(keys + list(sums))
+
+
+USAGE_TOTALS = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt_tokens",
+                "paid_completion_tokens", "seconds", "cached_seconds")
+
+
+def usage_totals(run_dir: Path) -> dict[str, float]:
+    """The run's LLM calls summed over latents and stages (USAGE_TOTALS); empty when it made none."""
+    table = usage_per_latent(run_dir)
+    if table is None:
+        return {}
+    return {name: float(sum(v or 0 for v in table.column(name).to_pylist())) for name in USAGE_TOTALS}

@@ -13,7 +13,8 @@ from lantern.sweep.run import SWEEP_FILE, VARIANTS, Sweep, open_sweep, run_sweep
 
 
 def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float | None = None) -> Sweep:
-    """The sweep with every variant checked and its cost estimated; refused when the estimate exceeds the budget."""
+    """The sweep with every variant checked and the cost of what is left estimated; refused when the estimate
+    exceeds the budget."""
     variants = check_grid(base, grid)
     sweep = open_sweep(sweep_dir, base, grid, variants)
     saved = sweep.path / SWEEP_FILE
@@ -25,7 +26,7 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
             changed = sorted(k for k in before if before.get(k) != now.get(k))
             raise LanternError(f"{sweep_dir} is a sweep made with other base settings ({', '.join(changed)}); "
                                f"use another --sweep-dir")
-    sweep.cost = estimate([sweep.config(v) for v in sweep.variants])
+    sweep.cost = estimate([sweep.config(v) for v in sweep.variants], [set(v.done) for v in sweep.variants])
     if budget_hours is not None and sweep.cost.hours > budget_hours:
         raise LanternError(f"this sweep would take {sweep.cost.describe()}, over --budget-hours {budget_hours:g}: "
                            f"vary fewer settings, or lower --latents")

@@ -61,15 +61,19 @@ class Cost:
     """Latents explained (one explanation set per group of equal explain settings)."""
     scoring_calls: int
     seconds: float
+    variants_done: int = 0
+    """Variants a resumed sweep has already scored: the other fields count only the work left."""
 
     @property
     def hours(self) -> float:
         return self.seconds / 3600
 
     def describe(self) -> str:
-        return (f"{self.variants} variant(s) × {self.latents} latents: {self.records_built} record set(s), "
+        done = f" ({self.variants_done} done; what is left:" if self.variants_done else ":"
+        return (f"{self.variants} variant(s) × {self.latents} latents{done} {self.records_built} record set(s), "
                 f"{self.explained} explanations, ~{self.scoring_calls:,} scoring calls; ≈ {self.hours:.1f} h at "
-                f"the embedded models' measured rates on 2 cores, before response-cache hits")
+                f"the embedded models' measured rates on 2 cores, before response-cache hits"
+                + (")" if self.variants_done else ""))
 
 
 def explanation_seconds(cfg: RunConfig) -> float:
@@ -78,17 +82,23 @@ def explanation_seconds(cfg: RunConfig) -> float:
     return SECONDS_PER_EXPLANATION.get(model, SECONDS_PER_EXPLANATION["embedded"])
 
 
-def estimate(configs: list[RunConfig]) -> Cost:
-    """The cost of running every config, counting shared records and explanations once."""
+def estimate(configs: list[RunConfig], done: list[set[str]] | None = None) -> Cost:
+    """The cost of running every config, counting shared records and explanations once; `done` (per config, the
+    stages a resumed sweep finished) leaves out the work already done."""
+    done = done or [set() for _ in configs]
     latents = configs[0].latents * len(configs[0].coders)
-    explain_groups = {explain_key(c): c for c in configs}
+    made = {stage: {key(c) for c, d in zip(configs, done) if stage in d}
+            for stage, key in (("records", records_key), ("explain", explain_key))}
+    explain_groups = {explain_key(c): c for c in configs if explain_key(c) not in made["explain"]}
     explained = sum(latents * c.explainer.candidates for c in explain_groups.values())
     explain_seconds = sum(latents * c.explainer.candidates * explanation_seconds(c) for c in explain_groups.values())
     calls = {name: 0.0 for name in SECONDS_PER_CALL}
-    for cfg in configs:
+    for cfg in (c for c, d in zip(configs, done) if "score" not in d):
         for name, per_latent in scoring_calls(cfg).items():
             calls[name] = calls.get(name, 0.0) + per_latent * latents
     seconds = explain_seconds + sum(n * SECONDS_PER_CALL.get(name, 1.5)
                                                          for name, n in calls.items())
-    return Cost(variants=len(configs), latents=latents, records_built=len({records_key(c) for c in configs}),
-                explained=explained, scoring_calls=int(sum(calls.values())), seconds=seconds)
+    return Cost(variants=len(configs), latents=latents,
+                records_built=len({records_key(c) for c in configs} - made["records"]), explained=explained,
+                scoring_calls=int(sum(calls.values())), seconds=seconds,
+                variants_done=sum("score" in d for d in done))

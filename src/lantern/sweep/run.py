@@ -22,6 +22,7 @@ from lantern.errors import LanternError
 from lantern.io import read_json, write_json
 from lantern.llm.factory import RESPONSE_CACHE
 from lantern.pipeline.files import CACHE, EXPLANATIONS, RECORDS
+from lantern.pipeline.usage import usage_totals
 from lantern.sweep.grid import Grid, Variant, apply_variant
 from lantern.sweep.plan import Cost, explain_key, records_key
 
@@ -173,20 +174,8 @@ def _stages(sweep: Sweep, state: VariantState, cfg: RunConfig, pipeline) -> None
             state.saved_seconds[name] = maker.seconds.get(name, 0.0)
         state.seconds[name] = round(time.perf_counter() - started, 3)
         state.done.append(name)
-        state.usage = llm_usage(Path(state.run_dir))
+        state.usage = usage_totals(Path(state.run_dir))
         sweep.save()
-
-
-def llm_usage(run_dir: Path) -> dict[str, float]:
-    """Totals of the run's LLM calls: calls, cache hits, prompt/completion tokens sent and paid, LLM seconds."""
-    from lantern.pipeline.usage import usage_per_latent
-
-    table = usage_per_latent(run_dir)
-    if table is None:
-        return {}
-    names = ("calls", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt_tokens",
-             "paid_completion_tokens", "seconds")
-    return {name: float(sum(v or 0 for v in table.column(name).to_pylist())) for name in names}
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -213,6 +202,16 @@ def run_sweep(sweep: Sweep, pipeline_for, on_variant=None) -> Sweep:
             console.print(f"[red]variant {state.name} failed:[/red] {err}")
         sweep.save()
     return sweep
+
+
+def sweep_stage_costs(path: Path) -> dict[str, dict]:
+    """Per variant of the sweep at `path`: wall seconds of the stages it ran and the seconds of those it reused
+    (what the variant that made them spent), for the comparison's cost table; empty for plain run directories."""
+    if not (Path(path) / SWEEP_FILE).exists():
+        return {}
+    return {v["name"]: {"stage_seconds": sum(v.get("seconds", {}).values()),
+                        "saved_seconds": sum(v.get("saved_seconds", {}).values())}
+            for v in read_json(Path(path) / SWEEP_FILE)["variants"]}
 
 
 def comparison_inputs(paths: list[Path]) -> tuple[dict[str, Path], dict[str, str], dict[str, dict], Path]:
