@@ -321,3 +321,26 @@ def test_a_resumed_sweep_costs_only_what_is_left():
     assert resumed.seconds == pytest.approx(per_variant)
     assert (resumed.explained, resumed.records_built, resumed.variants_done) == (0, 0, 1)
     assert "1 done; what is left" in resumed.describe()
+
+
+def test_only_runs_the_chosen_variants_and_costs_only_them(tmp_path, monkeypatch):
+    """`--only`: the chosen variants run now, in grid order, and the estimate counts only theirs; a name the
+    sweep does not have is refused with the names it has."""
+    import lantern.sweep.run as sweep_run
+    from lantern.sweep import plan_sweep
+
+    base = RunConfig(run_dir=str(tmp_path / "s" / "variants" / "_base"), coders=["sae"], latents=10,
+                     scorers=["detection"])
+    grid = parse_vary(["explainer.kind=default,cot", "records.n_explain=20,10"])
+    grid.design = "ablation"
+    whole = plan_sweep(tmp_path / "s", base, grid)
+    picked = plan_sweep(tmp_path / "s", base, grid, only=["n_explain=10", "kind=cot"])
+    assert whole.cost.variants_chosen is None and picked.cost.variants_chosen == 2
+    assert picked.cost.seconds == pytest.approx(whole.cost.seconds * 2 / 3)  # three variants costing the same
+    assert "2 chosen by --only" in picked.cost.describe()
+    ran = []
+    monkeypatch.setattr(sweep_run, "run_variant", lambda sweep, state, pipeline_for: ran.append(state.name))
+    sweep_run.run_sweep(picked, pipeline_for=None)
+    assert ran == ["kind=cot", "n_explain=10"]
+    with pytest.raises(LanternError, match="no variant 'cot'; its variants: base, kind=cot, n_explain=10"):
+        plan_sweep(tmp_path / "s", base, grid, only=["cot"])

@@ -434,6 +434,9 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
                                                        "time (at the embedded models' measured rates) exceeds this."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the variants and the estimated cost; run "
                                        "nothing."),
+          only: list[str] = typer.Option([], "--only", metavar="<name>", help="Run only this variant now (its "
+                                         "name as --dry-run prints it; repeatable); the others stay pending for a "
+                                         "later run of the same command."),
           model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt, layer: int = LayerOpt,
           tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt, batch_size: int = BatchOpt,
           explainer: Optional[str] = ExplainerOpt, scorers: Optional[str] = ScorersOpt,
@@ -458,11 +461,13 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
         with_settings(base, settings)
     apply_explainer(base, explainer, None, records_pending=True)
     apply_scorers(base, scorers)
-    planned = plan_sweep(Path(run_dir), base, chosen, budget_hours)
+    picked = list(only) or None
+    planned = plan_sweep(Path(run_dir), base, chosen, budget_hours, picked)
     console.print(f"sweep of {len(planned.variants)} variant(s): {planned.cost.describe()}")
     if dry_run:
         for state in planned.variants:
-            console.print(f"  {state.name}")
+            waits = " (not now: --only)" if picked and state.name not in picked and state.status != "done" else ""
+            console.print(f"  {state.name}  ({state.status}){waits}", markup=False)
         return
     done = execute(planned, executor)
     table = Table("variant", "status", "reused", "seconds", "LLM calls (cached)", "error")

@@ -12,7 +12,8 @@ from lantern.sweep.plan import estimate
 from lantern.sweep.run import SWEEP_FILE, VARIANTS, Sweep, open_sweep, run_sweep
 
 
-def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float | None = None) -> Sweep:
+def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float | None = None,
+               only: list[str] | None = None) -> Sweep:
     """The sweep with every variant checked and the cost of what is left estimated; refused when the estimate
     exceeds the budget."""
     variants = check_grid(base, grid)
@@ -26,7 +27,15 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
             changed = sorted(k for k in before if before.get(k) != now.get(k))
             raise LanternError(f"{sweep_dir} is a sweep made with other base settings ({', '.join(changed)}); "
                                f"use another --sweep-dir")
-    sweep.cost = estimate([sweep.config(v) for v in sweep.variants], [set(v.done) for v in sweep.variants])
+    if only:
+        names = [v.name for v in sweep.variants]
+        unknown = [name for name in only if name not in names]
+        if unknown:
+            raise LanternError(f"--only: this sweep has no variant {', '.join(map(repr, unknown))}; its variants: "
+                               f"{', '.join(names)}")
+        sweep.only = list(only)
+    sweep.cost = estimate([sweep.config(v) for v in sweep.variants], [set(v.done) for v in sweep.variants],
+                          None if not only else [v.name in only for v in sweep.variants])
     if budget_hours is not None and sweep.cost.hours > budget_hours:
         raise LanternError(f"this sweep would take {sweep.cost.describe()}, over --budget-hours {budget_hours:g}: "
                            f"vary fewer settings, or lower --latents")

@@ -63,17 +63,20 @@ class Cost:
     seconds: float
     variants_done: int = 0
     """Variants a resumed sweep has already scored: the other fields count only the work left."""
+    variants_chosen: int | None = None
+    """With `--only`: the variants chosen to run now (the other fields count only theirs)."""
 
     @property
     def hours(self) -> float:
         return self.seconds / 3600
 
     def describe(self) -> str:
-        done = f" ({self.variants_done} done; what is left:" if self.variants_done else ":"
-        return (f"{self.variants} variant(s) × {self.latents} latents{done} {self.records_built} record set(s), "
+        told = [f"{self.variants_done} done"] if self.variants_done else []
+        told += [f"{self.variants_chosen} chosen by --only"] if self.variants_chosen is not None else []
+        left = f" ({'; '.join(told)}; what is left:" if told else ":"
+        return (f"{self.variants} variant(s) × {self.latents} latents{left} {self.records_built} record set(s), "
                 f"{self.explained} explanations, ~{self.scoring_calls:,} scoring calls; ≈ {self.hours:.1f} h at "
-                f"the embedded models' measured rates on 2 cores, before response-cache hits"
-                + (")" if self.variants_done else ""))
+                f"the embedded models' measured rates on 2 cores, before response-cache hits" + (")" if told else ""))
 
 
 def explanation_seconds(cfg: RunConfig) -> float:
@@ -82,23 +85,27 @@ def explanation_seconds(cfg: RunConfig) -> float:
     return SECONDS_PER_EXPLANATION.get(model, SECONDS_PER_EXPLANATION["embedded"])
 
 
-def estimate(configs: list[RunConfig], done: list[set[str]] | None = None) -> Cost:
+def estimate(configs: list[RunConfig], done: list[set[str]] | None = None,
+             chosen: list[bool] | None = None) -> Cost:
     """The cost of running every config, counting shared records and explanations once; `done` (per config, the
-    stages a resumed sweep finished) leaves out the work already done."""
+    stages a resumed sweep finished) leaves out the work already done, `chosen` (per config) the configs not run
+    now."""
     done = done or [set() for _ in configs]
+    run = [c for c, pick in zip(configs, chosen or [True] * len(configs)) if pick]
+    done_of = {id(c): d for c, d in zip(configs, done)}
     latents = configs[0].latents * len(configs[0].coders)
     made = {stage: {key(c) for c, d in zip(configs, done) if stage in d}
             for stage, key in (("records", records_key), ("explain", explain_key))}
-    explain_groups = {explain_key(c): c for c in configs if explain_key(c) not in made["explain"]}
+    explain_groups = {explain_key(c): c for c in run if explain_key(c) not in made["explain"]}
     explained = sum(latents * c.explainer.candidates for c in explain_groups.values())
     explain_seconds = sum(latents * c.explainer.candidates * explanation_seconds(c) for c in explain_groups.values())
     calls = {name: 0.0 for name in SECONDS_PER_CALL}
-    for cfg in (c for c, d in zip(configs, done) if "score" not in d):
+    for cfg in (c for c in run if "score" not in done_of[id(c)]):
         for name, per_latent in scoring_calls(cfg).items():
             calls[name] = calls.get(name, 0.0) + per_latent * latents
     seconds = explain_seconds + sum(n * SECONDS_PER_CALL.get(name, 1.5)
                                                          for name, n in calls.items())
     return Cost(variants=len(configs), latents=latents,
-                records_built=len({records_key(c) for c in configs} - made["records"]), explained=explained,
+                records_built=len({records_key(c) for c in run} - made["records"]), explained=explained,
                 scoring_calls=int(sum(calls.values())), seconds=seconds,
-                variants_done=sum("score" in d for d in done))
+                variants_done=sum("score" in d for d in done), variants_chosen=None if chosen is None else len(run))

@@ -64,6 +64,8 @@ class Sweep:
     grid: Grid
     variants: list[VariantState]
     cost: Cost | None = None
+    only: list[str] | None = None
+    """The variants to run now (`--only`; not saved: the others stay pending for a later run)."""
 
     def save(self) -> None:
         write_json(self.path / SWEEP_FILE, {
@@ -186,11 +188,11 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def run_sweep(sweep: Sweep, pipeline_for, on_variant=None) -> Sweep:
-    """Every variant in grid order; `pipeline_for(cfg)` gives the Pipeline a variant runs on (sharing the loaded
+    """Every variant in grid order (those of `sweep.only` when set); `pipeline_for(cfg)` gives the Pipeline a variant runs on (sharing the loaded
     subject model and LLM client). A variant that fails with bad input is recorded and the sweep goes on."""
     sweep.save()
     for state in sweep.variants:
-        if state.status == "done":
+        if state.status == "done" or (sweep.only and state.name not in sweep.only):
             continue
         state.error = None
         if on_variant:
