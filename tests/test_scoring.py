@@ -141,6 +141,8 @@ def test_perfect_single_class_and_all_failed():
     ("Passage 1: the <<marked>> tokens", "Passage 1: the marked tokens"),  # a marked copy: marks dropped
     ("Names of rivers. They appear in lists.", "Names of rivers"),  # the first sentence
     ("code blocks\u21b5\u21b5 .. code-block:: none", "code blocks"),  # a copied newline mark ends the line
+    # a quoted newline mark is a token the answer names (the 1.5B's chain-of-thought answer for a latent of x/y)
+    ('Explanation: the tokens "x", "y", "\u21b5" and \'x\u21b5\' in code', 'the tokens "x", "y", "\u21b5" and \'x\u21b5\' in code'),
 ])
 def test_parse_explanation(answer, expected):
     assert parse_explanation(answer) == expected

@@ -31,9 +31,23 @@ def first_phrase(text: str) -> str | None:
     return None
 
 
+QUOTED = re.compile(r'"[^"\n]*"|\'[^\'\n\s]*\'')
+"""A quoted stretch of one line ("x", 'x'): a newline mark inside names a token the prompt showed."""
+
+
+def as_lines(text: str) -> str:
+    """`text` with each newline mark a line break, except inside quotes: a model that copies the prompt's
+    line-break mark ends its line with it, one that lists a marked token ("↵") names it."""
+    out, start = [], 0
+    for quoted in QUOTED.finditer(text):
+        out += [text[start:quoted.start()].replace(NEWLINE_MARK, "\n"), quoted.group()]
+        start = quoted.end()
+    return "".join(out) + text[start:].replace(NEWLINE_MARK, "\n")
+
+
 def after_last_label(text: str) -> str | None:
     """The text after the last "Explanation:" label, or None when the answer has no such label."""
-    parts = LABEL.split(text.replace(NEWLINE_MARK, "\n"))
+    parts = LABEL.split(as_lines(text))
     return parts[-1] if len(parts) > 1 else None
 
 
@@ -48,7 +62,7 @@ def one_line_answer(text: str) -> str | None:
     the phrase after its last "Explanation:" label; a chat model's leading label such as "Common word:" is
     dropped."""
     labelled = after_last_label(text)
-    phrase = first_phrase(labelled if labelled is not None else text.replace(NEWLINE_MARK, "\n"))
+    phrase = first_phrase(labelled if labelled is not None else as_lines(text))
     label = CHAT_LABEL.match(phrase) if phrase else None
     if label is None:
         return phrase
