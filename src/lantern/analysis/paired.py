@@ -286,7 +286,8 @@ def summary_markdown(result: Comparison) -> str:
 
 def cost_markdown(cost: list[dict]) -> list[str]:
     """What each variant cost and what sharing saved: wall seconds of its stages, seconds its reused artefacts had
-    cost (sweeps only), LLM calls and tokens it paid for, and LLM seconds answered from the response cache."""
+    cost (sweeps only), LLM calls and tokens it paid for, and LLM seconds answered from the response cache; a
+    variant that has run nothing yet is left out (the notes say it has no scores)."""
     if not any(row.get("calls") or row.get("seconds") for row in cost):
         return []
     keys = ("stage_seconds", "saved_seconds", "calls", "cache_hits", "paid_prompt_tokens", "paid_completion_tokens",
@@ -298,6 +299,6 @@ def cost_markdown(cost: list[dict]) -> list[str]:
              "(cache hits excluded), and LLM seconds the cache saved (what those answers once took).", "",
              "| variant | stage s | saved by reuse s | LLM calls | from cache | paid prompt tokens | paid completion "
              "tokens | saved by cache s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in [*cost, {"variant": "**all**", **total}]:
+    for row in [*(row for row in cost if any(row.get(key) for key in keys)), {"variant": "**all**", **total}]:
         lines.append(f"| {row['variant']} | " + " | ".join(f"{row.get(key, 0) or 0:,.0f}" for key in keys) + " |")
     return lines
