@@ -142,7 +142,11 @@ def test_perfect_single_class_and_all_failed():
     ("Names of rivers. They appear in lists.", "Names of rivers"),  # the first sentence
     ("code blocks\u21b5\u21b5 .. code-block:: none", "code blocks"),  # a copied newline mark ends the line
     # a quoted newline mark is a token the answer names (the 1.5B's chain-of-thought answer for a latent of x/y)
-    ('Explanation: the tokens "x", "y", "\u21b5" and \'x\u21b5\' in code', 'the tokens "x", "y", "\u21b5" and \'x\u21b5\' in code'),
+    ('Explanation: the tokens "x", "y", "\u21b5" and "x\u21b5" in code', 'the tokens "x", "y", "\u21b5" and "x\u21b5" in code'),
+    ("Explanation: \u201c\u21b5\u201d and '\u21b5' tokens", "\u201c\u21b5\u201d and '\u21b5' tokens"),
+    # ...but a quote that opens before a copied newline mark and closes after it is not a token
+    ('The word "a\u21b5\u21b5Explanation: the token "b"', 'the token "b"'),
+    ("don't\u21b5it's here", "don't"),
 ])
 def test_parse_explanation(answer, expected):
     assert parse_explanation(answer) == expected

@@ -216,15 +216,28 @@ def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
     assert cost[sweep.variants[1].name]["saved_seconds"] == pytest.approx(sweep.variants[0].seconds["cache"])
     assert "## Cost" in (tmp_path / "s" / "comparison" / "summary.md").read_text()
 
-    # a variant the sweep is running is left out with a note; the finished ones are still compared
+    # a variant in use by another command is left out with a note; the finished ones are still compared
     from lantern.pipeline.lock import run_lock
 
+    second = sweep.variants[1].name
     with run_lock(sweep.variants[1].run_dir):
         busy = CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--resamples", "200"])
     assert busy.exit_code == 0, busy.output
     saved = json.loads((tmp_path / "s" / "comparison" / "comparison.json").read_text())
-    assert any(f"variant {sweep.variants[1].name} is being run by the sweep" in n for n in saved["notes"])
-    assert not (tmp_path / "s" / "comparison" / "paired.csv").read_text().count(sweep.variants[1].name)
+    assert f"variant {second} is in use by another lantern command: not compared (compare again when it is done)" \
+        in saved["notes"]
+    assert second not in (tmp_path / "s" / "comparison" / "paired.csv").read_text()
+    # a variant the sweep has not finished is neither compared nor locked (the sweep must be able to run it);
+    # an unfinished baseline is a clear error that names --baseline
+    state = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    state["variants"][1]["status"] = "pending"
+    (tmp_path / "s" / "sweep.json").write_text(json.dumps(state))
+    with run_lock(sweep.variants[1].run_dir):
+        pending = CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--resamples", "200"])
+    assert pending.exit_code == 0, pending.output
+    assert f"variant {second} is pending in the sweep: not compared" in " ".join(pending.output.split())
+    unfinished = CliRunner().invoke(app, ["compare", str(tmp_path / "s"), "--baseline", second])
+    assert unfinished.exit_code == 2 and "--baseline NAME" in " ".join(unfinished.output.split())
 
 
 def test_the_explainer_can_have_its_own_llm_while_the_run_llm_judges(tmp_path, inputs):
@@ -342,5 +355,5 @@ def test_only_runs_the_chosen_variants_and_costs_only_them(tmp_path, monkeypatch
     monkeypatch.setattr(sweep_run, "run_variant", lambda sweep, state, pipeline_for: ran.append(state.name))
     sweep_run.run_sweep(picked, pipeline_for=None)
     assert ran == ["kind=cot", "n_explain=10"]
-    with pytest.raises(LanternError, match="no variant 'cot'; its variants: base, kind=cot, n_explain=10"):
+    with pytest.raises(LanternError, match="no variant 'cot'; its variants .*: base; kind=cot; n_explain=10"):
         plan_sweep(tmp_path / "s", base, grid, only=["cot"])

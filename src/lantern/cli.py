@@ -431,12 +431,13 @@ def sweep(run_dir: Optional[Path] = typer.Option(None, "--sweep-dir", "--run-dir
                                               "\"section.name\" = [values] (and optionally design = \"ablation\"), "
                                               "instead of --vary."),
           budget_hours: Optional[float] = typer.Option(None, "--budget-hours", help="Refuse a grid whose estimated "
-                                                       "time (at the embedded models' measured rates) exceeds this."),
+                                                       "time (at the embedded models' measured rates) exceeds this; "
+                                                       "a resumed sweep counts the work left (or chosen by --only)."),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the variants and the estimated cost; run "
                                        "nothing."),
           only: list[str] = typer.Option([], "--only", metavar="<name>", help="Run only this variant now (its "
-                                         "name as --dry-run prints it; repeatable); the others stay pending for a "
-                                         "later run of the same command."),
+                                         "whole name as --dry-run prints it, commas included; repeat for more); "
+                                         "the others stay pending for a later run of the same command."),
           model: str = ModelOpt, corpus: str = CorpusOpt, coders: str = CodersOpt, layer: int = LayerOpt,
           tokens: int = TokensOpt, latents: int = LatentsOpt, seed: int = SeedOpt, batch_size: int = BatchOpt,
           explainer: Optional[str] = ExplainerOpt, scorers: Optional[str] = ScorersOpt,
@@ -516,16 +517,22 @@ def compare(paths: list[Path] = typer.Argument(..., help="A sweep directory, or 
     chosen = baseline or next(iter(runs))
     busy = []
     with ExitStack() as held:  # no run may be writing what is compared
-        if stages:  # a sweep: the variants it finished can be compared while it runs the next one
+        if stages:  # a sweep: the variants it finished can be compared while it runs the others
             for label, run_dir in list(runs.items()):
-                try:
-                    held.enter_context(read_lock(run_dir))
-                except RunLockedError:
-                    if label == chosen:
-                        raise
-                    busy.append(f"variant {label} is being run by the sweep: not compared (compare again when it "
-                                f"is done)")
-                    del runs[label]
+                status = stages.get(label, {}).get("status", "pending")
+                why = None if status == "done" else f"{status} in the sweep"
+                if why is None:  # a finished variant is never rerun by its sweep: a read lock cannot stop it
+                    try:
+                        held.enter_context(read_lock(run_dir))
+                    except RunLockedError:
+                        why = "in use by another lantern command"
+                if why is None:
+                    continue
+                if label == chosen:
+                    raise LanternError(f"the baseline {label!r} is {why}: nothing to compare with yet; compare "
+                                       f"again when it is done, or choose a finished variant with --baseline NAME")
+                busy.append(f"variant {label} is {why}: not compared (compare again when it is done)")
+                del runs[label]
         else:
             for path in paths:
                 held.enter_context(read_lock(path))

@@ -285,20 +285,23 @@ def summary_markdown(result: Comparison) -> str:
 
 
 def cost_markdown(cost: list[dict]) -> list[str]:
-    """What each variant cost and what sharing saved: wall seconds of its stages, seconds its reused artefacts had
-    cost (sweeps only), LLM calls and tokens it paid for, and LLM seconds answered from the response cache; a
+    """What each variant cost and what sharing saved: wall seconds of its stages and seconds its reused artefacts
+    had cost (sweeps only), LLM calls and tokens it paid for, and LLM seconds answered from the response cache; a
     variant that has run nothing yet is left out (the notes say it has no scores)."""
-    if not any(row.get("calls") or row.get("seconds") for row in cost):
+    sweep = any("stage_seconds" in row for row in cost)
+    columns = {"stage_seconds": "stage s", "saved_seconds": "saved by reuse s"} if sweep else {}
+    columns |= {"calls": "LLM calls", "cache_hits": "from cache", "paid_prompt_tokens": "paid prompt tokens",
+                "paid_completion_tokens": "paid completion tokens", "cached_seconds": "saved by cache s"}
+    ran = [row for row in cost if any(row.get(key) for key in columns)]
+    if not ran:
         return []
-    keys = ("stage_seconds", "saved_seconds", "calls", "cache_hits", "paid_prompt_tokens", "paid_completion_tokens",
-            "cached_seconds")
-    total = {key: sum(row.get(key, 0) or 0 for row in cost) for key in keys}
+    total = {key: sum(row.get(key, 0) or 0 for row in ran) for key in columns}
     lines = ["", "## Cost", "",
-             "Wall seconds of the variant's own stages; seconds of the stages it reused from another variant (what "
-             "that variant spent on them); LLM calls, of them answered from the response cache, tokens paid "
-             "(cache hits excluded), and LLM seconds the cache saved (what those answers once took).", "",
-             "| variant | stage s | saved by reuse s | LLM calls | from cache | paid prompt tokens | paid completion "
-             "tokens | saved by cache s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for row in [*(row for row in cost if any(row.get(key) for key in keys)), {"variant": "**all**", **total}]:
-        lines.append(f"| {row['variant']} | " + " | ".join(f"{row.get(key, 0) or 0:,.0f}" for key in keys) + " |")
+             ("Wall seconds of the variant's own stages; seconds of the stages it reused from another variant (what "
+              "that variant spent on them); " if sweep else "") +
+             "LLM calls, of them answered from the response cache, tokens paid (cache hits excluded), and LLM "
+             "seconds the cache saved (what those answers once took).", "",
+             "| variant | " + " | ".join(columns.values()) + " |", "|---|" + "---:|" * len(columns)]
+    for row in [*ran, {"variant": "**all**", **total}]:
+        lines.append(f"| {row['variant']} | " + " | ".join(f"{row.get(key, 0) or 0:,.0f}" for key in columns) + " |")
     return lines

@@ -31,15 +31,16 @@ def first_phrase(text: str) -> str | None:
     return None
 
 
-QUOTED = re.compile(r'"[^"\n]*"|\'[^\'\n\s]*\'')
-"""A quoted stretch of one line ("x", 'x'): a newline mark inside names a token the prompt showed."""
+QUOTED_TOKEN = re.compile("[\"\u201c][^\"\u201c\u201d\\s]*\u21b5[^\"\u201c\u201d\\s]*[\"\u201d]|['\u2018]\u21b5+['\u2019]")
+"""A quoted token that holds a newline mark ("↵", "x↵", “↵”, '↵'): no space inside, so a quote that opens on one
+line and closes on another (`the word "a↵Explanation: "b"`) is not one."""
 
 
 def as_lines(text: str) -> str:
-    """`text` with each newline mark a line break, except inside quotes: a model that copies the prompt's
+    """`text` with each newline mark a line break, except inside a quoted token: a model that copies the prompt's
     line-break mark ends its line with it, one that lists a marked token ("↵") names it."""
     out, start = [], 0
-    for quoted in QUOTED.finditer(text):
+    for quoted in QUOTED_TOKEN.finditer(text):
         out += [text[start:quoted.start()].replace(NEWLINE_MARK, "\n"), quoted.group()]
         start = quoted.end()
     return "".join(out) + text[start:].replace(NEWLINE_MARK, "\n")

@@ -31,8 +31,8 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
         names = [v.name for v in sweep.variants]
         unknown = [name for name in only if name not in names]
         if unknown:
-            raise LanternError(f"--only: this sweep has no variant {', '.join(map(repr, unknown))}; its variants: "
-                               f"{', '.join(names)}")
+            raise LanternError(f"--only: this sweep has no variant {'; '.join(map(repr, unknown))}; its variants "
+                               f"(one whole name per --only): {'; '.join(names)}")
         sweep.only = list(only)
     sweep.cost = estimate([sweep.config(v) for v in sweep.variants], [set(v.done) for v in sweep.variants],
                           None if not only else [v.name in only for v in sweep.variants])

@@ -64,7 +64,7 @@ class Cost:
     variants_done: int = 0
     """Variants a resumed sweep has already scored: the other fields count only the work left."""
     variants_chosen: int | None = None
-    """With `--only`: the variants chosen to run now (the other fields count only theirs)."""
+    """With `--only`: the chosen variants not yet done (the other fields count only theirs)."""
 
     @property
     def hours(self) -> float:
@@ -108,4 +108,5 @@ def estimate(configs: list[RunConfig], done: list[set[str]] | None = None,
     return Cost(variants=len(configs), latents=latents,
                 records_built=len({records_key(c) for c in run} - made["records"]), explained=explained,
                 scoring_calls=int(sum(calls.values())), seconds=seconds,
-                variants_done=sum("score" in d for d in done), variants_chosen=None if chosen is None else len(run))
+                variants_done=sum("score" in d for d in done),
+                variants_chosen=None if chosen is None else sum("score" not in done_of[id(c)] for c in run))

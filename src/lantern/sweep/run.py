@@ -207,11 +207,12 @@ def run_sweep(sweep: Sweep, pipeline_for, on_variant=None) -> Sweep:
 
 
 def sweep_stage_costs(path: Path) -> dict[str, dict]:
-    """Per variant of the sweep at `path`: wall seconds of the stages it ran and the seconds of those it reused
-    (what the variant that made them spent), for the comparison's cost table; empty for plain run directories."""
+    """Per variant of the sweep at `path`: its status, wall seconds of the stages it ran and the seconds of those it
+    reused (what the variant that made them spent), for the comparison's cost table; empty for plain run
+    directories."""
     if not (Path(path) / SWEEP_FILE).exists():
         return {}
-    return {v["name"]: {"stage_seconds": sum(v.get("seconds", {}).values()),
+    return {v["name"]: {"status": v.get("status", "pending"), "stage_seconds": sum(v.get("seconds", {}).values()),
                         "saved_seconds": sum(v.get("saved_seconds", {}).values())}
             for v in read_json(Path(path) / SWEEP_FILE)["variants"]}
 
