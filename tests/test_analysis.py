@@ -114,6 +114,15 @@ def test_scorer_agreement_is_scipys_spearman_over_the_runs_scores(analysed):
             assert r["ci_low"] <= r["spearman"] <= r["ci_high"]
             checked += 1
     assert checked == 3
+    # the same on AUROC (balanced accuracy at 0.5 is flat for a yes-biased judge)
+    ranked = [r for r in rows(top / "analysis" / "scorer_agreement_auroc.parquet") if r["coder"] == "all"]
+    assert ranked and all(r["metric_a"] == r["metric_b"] == "auroc" for r in ranked)
+    for r in ranked:
+        auroc = {(s["coder"], s["latent"], s["scorer"]): s["auroc"] for s in scores}
+        pairs = np.array([(auroc.get((c, l, r["scorer_a"])), auroc.get((c, l, r["scorer_b"]))) for c, l in by_latent],
+                         dtype=float)
+        pairs = pairs[np.isfinite(pairs).all(axis=1)]
+        assert r["n"] == len(pairs) and r["spearman"] == pytest.approx(stats.spearmanr(*pairs.T).statistic)
 
 
 def test_coder_comparison_is_scipys_mann_whitney(analysed):
