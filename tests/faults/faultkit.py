@@ -20,7 +20,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path]), "CO
 
 WORDS = ("numbers", "names", "verbs", "the word of", "code", "punctuation", "capital letters", "plurals",
          "places", "dates", "questions", "endings in -ing")
-VOLATILE = {"seconds", "cached", "attempts", "retry_reasons", "cache_hits", "paid_prompt_tokens",
+VOLATILE = {"seconds", "cached_seconds", "cached", "attempts", "retry_reasons", "cache_hits", "paid_prompt_tokens",
             "paid_completion_tokens", "evaluated_prompt_tokens", "retries", "llm_seconds", "forward_seconds"}
 """Columns that say how an answer was obtained (time, cache hit, retries), not what it is."""
 
