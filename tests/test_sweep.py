@@ -151,6 +151,14 @@ def test_a_grid_over_budget_is_refused_with_its_cost(tmp_path):
     assert done.exit_code == 2
     assert "3 variant(s) × 64 latents: 3 record set(s), 192 explanations" in " ".join(done.output.split())
     assert not (tmp_path / "s" / "variants").exists()
+    # a dry run only reads: it prints the plan while a sweep holds the directory
+    from lantern.pipeline.lock import run_lock
+
+    with run_lock(tmp_path / "s"):
+        plan = CliRunner().invoke(app, ["sweep", "--sweep-dir", str(tmp_path / "s"), "--latents", "32", "--coders",
+                                        "sae", "--vary", "records.explain_sampling=top,random", "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert "explain_sampling=random  (pending)" in plan.output
 
 
 class HashJudge(LLMClient):

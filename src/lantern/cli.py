@@ -67,6 +67,8 @@ def locked(new_run: str | None = None):
             run_dir = Path(kwargs["run_dir"])
             if not new_run and not run_dir.is_dir():
                 return fn(*args, **kwargs)  # not a run directory: the command says so, and creates nothing
+            if kwargs.get("dry_run"):
+                return fn(*args, **kwargs)  # reads what was saved and prints a plan: fine beside a running sweep
 
             def note(old: dict) -> None:
                 removed = remove_stale_temp(run_dir)
