@@ -210,6 +210,7 @@ def test_compare_pairs_the_latents_of_a_sweep(tmp_path, inputs):
     assert done.exit_code == 0, done.output
     page = (tmp_path / "s" / "report" / "index.html").read_text()
     assert all(v.name in page for v in sweep.variants) and f"{row.difference:+.3f}" in page
+    assert f"<td>{int(sweep.variants[1].usage['calls']):,}</td>" in page  # each variant's LLM calls
     assert all((Path(v.run_dir) / "report" / "index.html").exists() for v in sweep.variants)
     figures = list((tmp_path / "s" / "report" / "comparison").glob("paired-*.png"))
     assert len(figures) == 1 and figures[0].name in page

@@ -31,7 +31,9 @@ def build_sweep_report(sweep_dir: Path, on_variant=None) -> dict:
             if on_variant:
                 on_variant(state["name"])
             report = os.path.relpath(build_report(run_dir)["index"], out)
-        variants.append({**state, "seconds": sum(state.get("seconds", {}).values()), "report": report})
+        variants.append({**state, "seconds": sum(state.get("seconds", {}).values()),
+                         "saved": sum(state.get("saved_seconds", {}).values()), "usage": state.get("usage") or {},
+                         "report": report})
     comparison_dir = sweep_dir / COMPARISON
     rows = [r for r in read_rows(comparison_dir / "paired.parquet") if r["coder"] == "all"]
     meta = read_json(comparison_dir / "comparison.json") if (comparison_dir / "comparison.json").exists() else {}
