@@ -100,7 +100,15 @@ def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path, inputs):
         assert ("disjoint activating windows" in (state["error"] or "")) == failed
     assert states["min_windows=12,candidates=2"]["reused"] == ["cache"]  # records of its own
     assert RunConfig.load(out / "variants" / "min_windows=12,candidates=2").records.n_validation_per_decile == 1
-    assert pq.read_table(out / "variants" / "min_windows=12,candidates=2" / "scores.parquet").num_rows >= 2
+    # its records need validation windows too (more windows per latent): it explains the first variant's latents
+    # that are still eligible, and says how many are not
+    scored = {r["latent"] for r in pq.read_table(out / "variants" / "min_windows=12,candidates=2" / "scores.parquet")
+              .to_pylist()}
+    first = set(pq.read_table(out / "variants" / "min_windows=12,candidates=1" / "scores.parquet").column("latent")
+                .to_pylist())
+    assert scored and scored <= first
+    if len(scored) < len(first):
+        assert "are not eligible with these record settings" in " ".join(done.output.split())
     assert "min_windows=100000,candidates=1 failed" in " ".join(done.output.split())
 
 
@@ -366,3 +374,28 @@ def test_only_runs_the_chosen_variants_and_costs_only_them(tmp_path, monkeypatch
     assert ran == ["kind=cot", "n_explain=10"]
     with pytest.raises(LanternError, match="no variant 'cot'; its variants .*: base; kind=cot; n_explain=10"):
         plan_sweep(tmp_path / "s", base, grid, only=["cot"])
+    # a sweep saved before a setting existed resumes (the setting counts as its default), a changed one does not
+    picked.save()
+    saved = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    del saved["base_run"]["records"]["latents_from"]
+    (tmp_path / "s" / "sweep.json").write_text(json.dumps(saved))
+    assert plan_sweep(tmp_path / "s", base, grid).cost.variants == 3
+    with pytest.raises(LanternError, match=r"other base settings \(records\)"):
+        plan_sweep(tmp_path / "s", replace(base, records=replace(base.records, n_negatives=3)), grid)
+
+
+def test_a_variant_that_changes_eligibility_explains_the_first_variants_latents(tmp_path, inputs):
+    """Needing more windows per latent shrinks the eligible set, and a seeded sample of another set is other
+    latents: the sweep pins the variant to the first variant's latents (records.latents_from) to stay paired,
+    keeping those still eligible."""
+    out = tmp_path / "sweep"
+    done = _sweep(out, inputs, "--vary", "records.min_windows=12,20")
+    assert done.exit_code == 0, done.output
+    first, second = (out / "variants" / name for name in ("min_windows=12", "min_windows=20"))
+    assert RunConfig.load(second).records.latents_from == "../min_windows=12"
+    assert RunConfig.load(first).records.latents_from == ""
+    latents = [pq.read_table(run / "records" / "layers_1.latents.parquet").column("latent").to_pylist()
+               for run in (first, second)]
+    assert len(latents[0]) == 2 and latents[1] and set(latents[1]) <= set(latents[0])
+    scored = [{r["latent"] for r in pq.read_table(run / "scores.parquet").to_pylist()} for run in (first, second)]
+    assert scored[1] == set(latents[1]) and scored[1] <= scored[0]

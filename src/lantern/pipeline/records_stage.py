@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -107,6 +108,24 @@ class Matcher:
         write_pairs(records_file(self.cfg.path, self.name).with_suffix(MATCHED_SUFFIX), self.anchor, *self.pairs)
 
 
+class Pinned:
+    """`choose` for plan_records: the latents another run sampled for this coder (records.latents_from), those
+    eligible here, in that run's order; the ones no longer eligible are counted for a note."""
+
+    def __init__(self, cfg: RunConfig, name: str):
+        path = latents_file(cfg.path / cfg.records.latents_from, name)  # relative to this run's directory
+        if not path.exists():
+            raise LanternError(f"records.latents_from={cfg.records.latents_from!r}: no sampled latents of coder "
+                               f"{name!r} there ({path} is missing); build that run's records first")
+        self.latents = pq.read_table(path, columns=["latent"]).column("latent").to_numpy()
+        self.dropped = 0
+
+    def __call__(self, eligible: np.ndarray) -> np.ndarray:
+        kept = self.latents[np.isin(self.latents, eligible)]
+        self.dropped = len(self.latents) - len(kept)
+        return kept
+
+
 def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
     started = time.perf_counter()
     executor = executor or LocalExecutor()
@@ -114,7 +133,8 @@ def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
     anchor = matched_to(cfg)
     for name in sorted(coder_names(cfg), key=lambda n: n != anchor):  # the anchor's latents first
         cache = LatentCache(cfg.path / CACHE, name, expect_model=cfg.model)
-        choose = None if not anchor or name == anchor else Matcher(cfg, cache, name, anchor)
+        choose = Matcher(cfg, cache, name, anchor) if anchor and name != anchor else (
+            Pinned(cfg, name) if cfg.records.latents_from else None)
         # pairs of an earlier build would not describe the records about to be built
         records_file(cfg.path, name).with_suffix(MATCHED_SUFFIX).unlink(missing_ok=True)
         grid, survey_, selected, blocks = plan_records(cache, cfg.records, cfg.latents, choose)
@@ -131,8 +151,12 @@ def run_records(cfg: RunConfig, executor: Executor | None = None) -> dict:
         table = pq.read_table(records_file(cfg.path, name))
         summary = records_summary(table, selected, survey_, cache, cfg.records)
         write_parquet(latents_file(cfg.path, name), summary)
-        if choose is not None:
+        if isinstance(choose, Matcher):
             choose.save()
+        if isinstance(choose, Pinned) and choose.dropped:
+            console.print(f"[yellow]note:[/yellow] {name}: {choose.dropped} of the {len(choose.latents)} latents of "
+                          f"{cfg.records.latents_from} are not eligible with these record settings (fewer than "
+                          f"{cfg.records.windows_needed} windows of {cfg.records.ctx_len} tokens): not explained here")
         counts[name] = len(summary)
         wanted = cfg.records.n_negatives + cfg.records.n_similar_negatives + cfg.records.n_neighbour_negatives
         short = [s["latent"] for s in summary if s["n_negatives"] < wanted]

@@ -23,6 +23,8 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
         from lantern.io import read_json
 
         before, now = read_json(saved).get("base_run"), sweep.base_json()
+        if before is not None:  # a setting added to lantern since the sweep began counts as its default then
+            before = with_defaults(before, Sweep(sweep.path, RunConfig(run_dir="unused"), grid, []).base_json())
         if before is not None and before != now:
             changed = sorted(k for k in before if before.get(k) != now.get(k))
             raise LanternError(f"{sweep_dir} is a sweep made with other base settings ({', '.join(changed)}); "
@@ -40,6 +42,17 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
         raise LanternError(f"this sweep would take {sweep.cost.describe()}, over --budget-hours {budget_hours:g}: "
                            f"vary fewer settings, or lower --latents")
     return sweep
+
+
+def with_defaults(saved: dict, defaults: dict) -> dict:
+    """`saved` with every key it lacks (at any depth) taken from `defaults`."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = with_defaults(out[key], value)
+    return out
 
 
 def execute(sweep: Sweep, executor_cfg: ExecutorConfig, client=None) -> Sweep:

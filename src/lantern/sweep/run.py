@@ -9,6 +9,7 @@ Resumable: a rerun skips the stages sweep.json marks done; a variant that fails 
 the others go on."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
@@ -92,7 +93,15 @@ class Sweep:
         return json.loads(json.dumps(dataclasses.asdict(self.base) | {"run_dir": None}))
 
     def config(self, state: VariantState) -> RunConfig:
-        return apply_variant(self.base, Variant(tuple(state.settings.items())), Path(state.run_dir))
+        """The variant's config; one whose record settings differ from the first variant's explains the first
+        variant's latents (records.latents_from), so every variant is paired on the same latents."""
+        cfg = apply_variant(self.base, Variant(tuple(state.settings.items())), Path(state.run_dir))
+        first = self.variants[0]
+        if state.name != first.name:
+            anchor = apply_variant(self.base, Variant(tuple(first.settings.items())), Path(first.run_dir))
+            if records_key(cfg) != records_key(anchor):
+                cfg.records = dataclasses.replace(cfg.records, latents_from=f"../{first.name}")
+        return cfg
 
 
 def open_sweep(path: Path, base: RunConfig, grid: Grid, variants: list[Variant]) -> Sweep:
