@@ -364,14 +364,18 @@ def test_only_runs_the_chosen_variants_and_costs_only_them(tmp_path, monkeypatch
     grid = parse_vary(["explainer.kind=default,cot", "records.n_explain=20,10"])
     grid.design = "ablation"
     whole = plan_sweep(tmp_path / "s", base, grid)
-    picked = plan_sweep(tmp_path / "s", base, grid, only=["n_explain=10", "kind=cot"])
-    assert whole.cost.variants_chosen is None and picked.cost.variants_chosen == 2
-    assert picked.cost.seconds == pytest.approx(whole.cost.seconds * 2 / 3)  # three variants costing the same
-    assert "2 chosen by --only" in picked.cost.describe()
+    picked = plan_sweep(tmp_path / "s", base, grid, only=["n_explain=10", "kind=cot", "base"])
+    assert whole.cost.variants_chosen is None and picked.cost.variants_chosen == 3
+    one = plan_sweep(tmp_path / "s", base, grid, only=["kind=cot"])
+    assert one.cost.seconds == pytest.approx(whole.cost.seconds / 3)  # three variants costing the same
+    assert "1 chosen by --only" in one.cost.describe()
     ran = []
     monkeypatch.setattr(sweep_run, "run_variant", lambda sweep, state, pipeline_for: ran.append(state.name))
     sweep_run.run_sweep(picked, pipeline_for=None)
-    assert ran == ["kind=cot", "n_explain=10"]
+    assert ran == ["base", "kind=cot", "n_explain=10"]
+    # n_explain=10 explains the base's latents (records of its own, pinned): without the base's records it cannot
+    with pytest.raises(LanternError, match="explain the latents of the first variant 'base'.*add --only base"):
+        plan_sweep(tmp_path / "s", base, grid, only=["n_explain=10"])
     with pytest.raises(LanternError, match="no variant 'cot'; its variants .*: base; kind=cot; n_explain=10"):
         plan_sweep(tmp_path / "s", base, grid, only=["cot"])
     # a sweep saved before a setting existed resumes (the setting counts as its default), a changed one does not
@@ -380,6 +384,9 @@ def test_only_runs_the_chosen_variants_and_costs_only_them(tmp_path, monkeypatch
     del saved["base_run"]["records"]["latents_from"]
     (tmp_path / "s" / "sweep.json").write_text(json.dumps(saved))
     assert plan_sweep(tmp_path / "s", base, grid).cost.variants == 3
+    # a variant of another seed draws its own sample: not pinned
+    seeds = plan_sweep(tmp_path / "seeds", base, parse_vary(["records.seed=0,1"]))
+    assert [seeds.config(v).records.latents_from for v in seeds.variants] == ["", ""]
     with pytest.raises(LanternError, match=r"other base settings \(records\)"):
         plan_sweep(tmp_path / "s", replace(base, records=replace(base.records, n_negatives=3)), grid)
 

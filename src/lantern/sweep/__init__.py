@@ -36,6 +36,12 @@ def plan_sweep(sweep_dir: Path, base: RunConfig, grid: Grid, budget_hours: float
             raise LanternError(f"--only: this sweep has no variant {'; '.join(map(repr, unknown))}; its variants "
                                f"(one whole name per --only): {'; '.join(names)}")
         sweep.only = list(only)
+        first = sweep.variants[0]
+        pinned = [v.name for v in sweep.variants if v.name in only and v.status != "done"
+                  and sweep.config(v).records.latents_from]
+        if pinned and first.name not in only and "records" not in first.done:
+            raise LanternError(f"--only {'; '.join(pinned)}: these explain the latents of the first variant "
+                               f"{first.name!r}, whose records are not built yet; add --only {first.name}")
     sweep.cost = estimate([sweep.config(v) for v in sweep.variants], [set(v.done) for v in sweep.variants],
                           None if not only else [v.name in only for v in sweep.variants])
     if budget_hours is not None and sweep.cost.hours > budget_hours:

@@ -99,7 +99,8 @@ class Sweep:
         first = self.variants[0]
         if state.name != first.name:
             anchor = apply_variant(self.base, Variant(tuple(first.settings.items())), Path(first.run_dir))
-            if records_key(cfg) != records_key(anchor):
+            # a variant of another seed is meant to draw another sample: it is not pinned
+            if cfg.records.seed == anchor.records.seed and records_key(cfg) != records_key(anchor):
                 cfg.records = dataclasses.replace(cfg.records, latents_from=f"../{first.name}")
         return cfg
 
