@@ -10,6 +10,7 @@ the others go on."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -98,11 +99,17 @@ class Sweep:
         cfg = apply_variant(self.base, Variant(tuple(state.settings.items())), Path(state.run_dir))
         first = self.variants[0]
         if state.name != first.name:
-            anchor = apply_variant(self.base, Variant(tuple(first.settings.items())), Path(first.run_dir))
+            anchor = self._first_records
             # a variant of another seed is meant to draw another sample: it is not pinned
-            if cfg.records.seed == anchor.records.seed and records_key(cfg) != records_key(anchor):
+            if cfg.records.seed == anchor.seed and cfg.records != anchor:
                 cfg.records = dataclasses.replace(cfg.records, latents_from=f"../{first.name}")
         return cfg
+
+    @functools.cached_property
+    def _first_records(self):
+        """The first variant's record settings (what every other variant's are compared with, once)."""
+        first = self.variants[0]
+        return apply_variant(self.base, Variant(tuple(first.settings.items())), Path(first.run_dir)).records
 
 
 def open_sweep(path: Path, base: RunConfig, grid: Grid, variants: list[Variant]) -> Sweep:
@@ -198,8 +205,9 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def run_sweep(sweep: Sweep, pipeline_for, on_variant=None) -> Sweep:
-    """Every variant in grid order (those of `sweep.only` when set); `pipeline_for(cfg)` gives the Pipeline a variant runs on (sharing the loaded
-    subject model and LLM client). A variant that fails with bad input is recorded and the sweep goes on."""
+    """Every variant in grid order (those of `sweep.only` when set); `pipeline_for(cfg)` gives the Pipeline a
+    variant runs on (sharing the loaded subject model and LLM client). A variant that fails with bad input is
+    recorded and the sweep goes on."""
     sweep.save()
     for state in sweep.variants:
         if state.status == "done" or (sweep.only and state.name not in sweep.only):
