@@ -11,6 +11,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import AsyncContextManager
 
@@ -39,9 +40,27 @@ class ResponseCache:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), timeout=60, check_same_thread=False, isolation_level=None)
         self.lock = threading.Lock()
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
+        self._setup_retrying_when_locked([
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)",
+        ])
+
+    def _setup_retrying_when_locked(self, statements: list[str], seconds: float = 60.0) -> None:
+        """Run the setup statements, retrying while another process holds the file. Switching a new file to WAL
+        takes an exclusive lock, and SQLite answers "database is locked" at once (no busy wait, to avoid a
+        deadlock) when several processes open the same new file together, as Ray workers do."""
+        deadline, pause = time.monotonic() + seconds, 0.01
+        for statement in statements:
+            while True:
+                try:
+                    self.db.execute(statement)
+                    break
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.5)
 
     def get(self, key: str) -> Response | None:
         with self.lock:
