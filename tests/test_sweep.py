@@ -406,3 +406,32 @@ def test_a_variant_that_changes_eligibility_explains_the_first_variants_latents(
     assert len(latents[0]) == 2 and latents[1] and set(latents[1]) <= set(latents[0])
     scored = [{r["latent"] for r in pq.read_table(run / "scores.parquet").to_pylist()} for run in (first, second)]
     assert scored[1] == set(latents[1]) and scored[1] <= scored[0]
+
+
+def test_a_resumed_sweep_keeps_the_records_a_variant_was_built_with(tmp_path):
+    """A sweep begun before pinning existed has variants whose records were built unpinned: resumed, such a variant
+    stays with the records its saved config says it was built with (its explanations were made from them), while a variant with no
+    records yet is pinned; the decision is saved in sweep.json, so it is made once."""
+    from lantern.sweep import plan_sweep
+    base = RunConfig(run_dir=str(tmp_path / "s" / "variants" / "_base"), coders=["sae"], latents=10,
+                     scorers=["detection"])
+    grid = parse_vary(["records.n_explain=20,10", "records.ctx_len=32,16"])
+    grid.design = "ablation"
+    sweep = plan_sweep(tmp_path / "s", base, grid)
+    old = next(v for v in sweep.variants if v.name == "n_explain=10")
+    unpinned = apply_variant(base, check_grid(base, grid)[1], Path(old.run_dir))
+    assert unpinned.records.latents_from == "" and sweep.config(old).records.latents_from == "../base"
+    old.done, old.pinned = ["cache", "records"], None  # built by a lantern that did not pin
+    unpinned.save()  # its run's config, as the sweep saves it before the stages
+    sweep.save()
+    saved = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    for v in saved["variants"]:
+        del v["pinned"]
+    (tmp_path / "s" / "sweep.json").write_text(json.dumps(saved))
+    resumed = plan_sweep(tmp_path / "s", base, grid)
+    by_name = {v.name: v for v in resumed.variants}
+    assert resumed.config(by_name["n_explain=10"]).records.latents_from == ""
+    assert resumed.config(by_name["ctx_len=16"]).records.latents_from == "../base"
+    resumed.save()
+    pins = {v["name"]: v["pinned"] for v in json.loads((tmp_path / "s" / "sweep.json").read_text())["variants"]}
+    assert pins == {"base": False, "n_explain=10": False, "ctx_len=16": True}

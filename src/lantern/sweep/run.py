@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lantern.config import RunConfig
+from lantern.config import CONFIG_FILE, RunConfig
 from lantern.errors import LanternError
 from lantern.io import read_json, write_json
 from lantern.llm.factory import RESPONSE_CACHE
@@ -51,6 +51,9 @@ class VariantState:
     usage: dict[str, float] = field(default_factory=dict)
     """LLM calls, response-cache hits and tokens of this variant's own stages (usage/*.parquet)."""
     error: str | None = None
+    pinned: bool | None = None
+    """Whether the variant explains the first variant's latents (records.latents_from); decided once and saved, so
+    a resumed sweep never relinks a variant's finished records to another record set (None: not decided yet)."""
 
     @property
     def status(self) -> str:
@@ -97,13 +100,23 @@ class Sweep:
         """The variant's config; one whose record settings differ from the first variant's explains the first
         variant's latents (records.latents_from), so every variant is paired on the same latents."""
         cfg = apply_variant(self.base, Variant(tuple(state.settings.items())), Path(state.run_dir))
-        first = self.variants[0]
-        if state.name != first.name:
-            anchor = self._first_records
-            # a variant of another seed is meant to draw another sample: it is not pinned
-            if cfg.records.seed == anchor.seed and cfg.records != anchor:
-                cfg.records = dataclasses.replace(cfg.records, latents_from=f"../{first.name}")
+        if state.pinned is None:
+            state.pinned = self._pin(state, cfg)
+        if state.pinned:
+            cfg.records = dataclasses.replace(cfg.records, latents_from=f"../{self.variants[0].name}")
         return cfg
+
+    def _pin(self, state: VariantState, cfg: RunConfig) -> bool:
+        """Pin a variant whose record settings differ from the first variant's (same seed: a variant of another
+        seed is meant to draw another sample). A variant whose records were built before the decision was saved
+        keeps what its run's saved config says they were built with."""
+        if state.name == self.variants[0].name:
+            return False
+        built = Path(state.run_dir) / CONFIG_FILE
+        if "records" in state.done and built.exists():
+            return bool(read_json(built)["records"].get("latents_from"))
+        anchor = self._first_records
+        return cfg.records.seed == anchor.seed and cfg.records != anchor
 
     @functools.cached_property
     def _first_records(self):
