@@ -114,6 +114,9 @@ def test_scorer_agreement_is_scipys_spearman_over_the_runs_scores(analysed):
             assert r["ci_low"] <= r["spearman"] <= r["ci_high"]
             checked += 1
     assert checked == 3
+    # the paper's Table 1 value beside ours where it reports the pair (it has no embedding–fuzzing value)
+    paper = {(r["scorer_a"], r["scorer_b"]): r["paper_spearman"] for r in table if r["coder"] == "all"}
+    assert paper[("detection", "fuzzing")] == 0.73 and paper[("embedding", "fuzzing")] is None
     # the same on AUROC (balanced accuracy at 0.5 is flat for a yes-biased judge)
     ranked = [r for r in rows(top / "analysis" / "scorer_agreement_auroc.parquet") if r["coder"] == "all"]
     assert ranked and all(r["metric_a"] == r["metric_b"] == "auroc" for r in ranked)

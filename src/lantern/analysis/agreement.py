@@ -11,11 +11,17 @@ from lantern.analysis.common import (Analysed, Context, Skip, headline, number, 
 from lantern.analysis.stats import spearman_ci
 from lantern.pipeline.files import SCORES
 
+PAPER_SPEARMAN = {("detection", "fuzzing"): 0.73, ("fuzzing", "simulation"): 0.70, ("detection", "simulation"): 0.44,
+                  ("embedding", "simulation"): 0.41, ("simulation", "surprisal"): 0.30, ("embedding", "surprisal"): 0.20}
+"""The paper's Table 1 (Paulo et al., 600 latents, Llama 3.1 70B explaining and scoring), by scorer pair in name
+order: printed beside ours so a reader sees which orderings reproduce."""
+
 NAME = "scorer_agreement"
 TITLE = "Scorer agreement"
 DESCRIPTION = ("Spearman correlation between every two scorers' headline scores over latents, with n and a 95% "
-               "bootstrap interval (latents resampled), over all coders and per coder; scorer_agreement_auroc: the "
-               "same on AUROC, which a yes-biased judge does not flatten.")
+               "bootstrap interval (latents resampled), over all coders and per coder, beside the paper's Table 1 "
+               "value (paper_spearman); scorer_agreement_auroc: the same on AUROC, which a yes-biased judge does not "
+               "flatten.")
 
 
 def score_table(rows: list[dict], metric: str | None = None) -> tuple[dict[tuple[str, int], dict[str, float]],
@@ -51,7 +57,7 @@ def agreement_rows(table: dict, metrics: dict[str, str], scorers: list[str], ctx
                              f"over the {c.n} latents both scored (e.g. a judge that says yes to everything)")
             out.append({"coder": scope, "scorer_a": a, "metric_a": metrics[a], "scorer_b": b, "metric_b": metrics[b],
                         "n": c.n, "spearman": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high,
-                        "p_value": c.p_value})
+                        "p_value": c.p_value, "paper_spearman": PAPER_SPEARMAN.get(tuple(sorted((a, b))))})
     return out
 
 
