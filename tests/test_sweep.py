@@ -410,19 +410,24 @@ def test_a_variant_that_changes_eligibility_explains_the_first_variants_latents(
 
 def test_a_resumed_sweep_keeps_the_records_a_variant_was_built_with(tmp_path):
     """A sweep begun before pinning existed has variants whose records were built unpinned: resumed, such a variant
-    stays with the records its saved config says it was built with (its explanations were made from them), while a variant with no
-    records yet is pinned; the decision is saved in sweep.json, so it is made once."""
+    stays with the records its saved config says it was built with (its explanations were made from them), while a
+    variant with no records yet is pinned; the decision is saved in sweep.json, so it is made once."""
     from lantern.sweep import plan_sweep
+    from lantern.sweep.run import _link, prepare_variant
+
     base = RunConfig(run_dir=str(tmp_path / "s" / "variants" / "_base"), coders=["sae"], latents=10,
                      scorers=["detection"])
     grid = parse_vary(["records.n_explain=20,10", "records.ctx_len=32,16"])
     grid.design = "ablation"
     sweep = plan_sweep(tmp_path / "s", base, grid)
     old = next(v for v in sweep.variants if v.name == "n_explain=10")
-    unpinned = apply_variant(base, check_grid(base, grid)[1], Path(old.run_dir))
+    unpinned = apply_variant(base, next(v for v in check_grid(base, grid) if v.name == old.name), Path(old.run_dir))
     assert unpinned.records.latents_from == "" and sweep.config(old).records.latents_from == "../base"
     old.done, old.pinned = ["cache", "records"], None  # built by a lantern that did not pin
     unpinned.save()  # its run's config, as the sweep saves it before the stages
+    built = tmp_path / "s" / "records" / "made-by-an-older-lantern"
+    built.mkdir(parents=True)
+    _link(built, Path(old.run_dir) / "records")
     sweep.save()
     saved = json.loads((tmp_path / "s" / "sweep.json").read_text())
     for v in saved["variants"]:
@@ -435,3 +440,6 @@ def test_a_resumed_sweep_keeps_the_records_a_variant_was_built_with(tmp_path):
     resumed.save()
     pins = {v["name"]: v["pinned"] for v in json.loads((tmp_path / "s" / "sweep.json").read_text())["variants"]}
     assert pins == {"base": False, "n_explain=10": False, "ctx_len=16": True}
+    # resumed, its finished records stay linked to the folder they were built in, whatever that folder's key
+    prepare_variant(resumed, by_name["n_explain=10"], resumed.config(by_name["n_explain=10"]))
+    assert (Path(by_name["n_explain=10"].run_dir) / "records").resolve() == built.resolve()

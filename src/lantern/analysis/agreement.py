@@ -43,8 +43,9 @@ def usable(table: dict, metrics: dict[str, str]) -> list[str]:
 
 
 def agreement_rows(table: dict, metrics: dict[str, str], scorers: list[str], ctx: Context,
-                   notes: list[str]) -> list[dict]:
-    """Spearman's rho of every two scorers, over all coders and per coder."""
+                   notes: list[str], paper: bool = True) -> list[dict]:
+    """Spearman's rho of every two scorers, over all coders and per coder (`paper`: with the paper's value beside
+    the all-coders rows; its correlations are of headline scores over all latents)."""
     out = []
     for scope in ["all"] + sorted({coder for coder, _ in table}):
         keys = [k for k in table if scope == "all" or k[0] == scope]
@@ -57,7 +58,8 @@ def agreement_rows(table: dict, metrics: dict[str, str], scorers: list[str], ctx
                              f"over the {c.n} latents both scored (e.g. a judge that says yes to everything)")
             out.append({"coder": scope, "scorer_a": a, "metric_a": metrics[a], "scorer_b": b, "metric_b": metrics[b],
                         "n": c.n, "spearman": c.value, "ci_low": c.ci_low, "ci_high": c.ci_high,
-                        "p_value": c.p_value, "paper_spearman": PAPER_SPEARMAN.get(tuple(sorted((a, b))))})
+                        "p_value": c.p_value, "paper_spearman": PAPER_SPEARMAN.get(tuple(sorted((a, b))))
+                        if paper and scope == "all" else None})
     return out
 
 
@@ -81,7 +83,8 @@ def run(ctx: Context) -> Analysed:
     ranked, auroc = score_table(rows, "auroc")
     ranked_scorers = usable(ranked, auroc)
     if len(ranked_scorers) >= 2 and any(metrics[s] != "auroc" for s in ranked_scorers):
-        write_table(ctx, f"{NAME}_auroc", agreement_rows(ranked, auroc, ranked_scorers, ctx, result.notes), result)
+        write_table(ctx, f"{NAME}_auroc", agreement_rows(ranked, auroc, ranked_scorers, ctx, result.notes,
+                                                                     paper=False), result)
     return result
 
 

@@ -58,6 +58,7 @@ class ResponseCache:
                     break
                 except sqlite3.OperationalError as error:
                     if "locked" not in str(error) or time.monotonic() > deadline:
+                        self.db.close()
                         raise
                     time.sleep(pause)
                     pause = min(pause * 2, 0.5)

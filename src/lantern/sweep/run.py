@@ -160,7 +160,8 @@ def prepare_variant(sweep: Sweep, state: VariantState, cfg: RunConfig) -> None:
     shared_records = sweep.path / RECORDS / records_key(cfg)
     shared_records.mkdir(parents=True, exist_ok=True)
     _link(sweep.path / CACHE, run_dir / CACHE)
-    _link(shared_records, run_dir / RECORDS)
+    if not ("records" in state.done and (run_dir / RECORDS).is_symlink()):
+        _link(shared_records, run_dir / RECORDS)  # finished records stay linked to what they were built from
     (sweep.path / RESPONSE_CACHE).touch(exist_ok=True)
     _link(sweep.path / RESPONSE_CACHE, run_dir / RESPONSE_CACHE)
     cfg.save()
