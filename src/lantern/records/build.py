@@ -74,9 +74,9 @@ class RecordConfig:
     pair (cross-layer overlap). Empty: each coder samples its latents on its own."""
     latents_from: str = ""
     """A run directory (relative to this run's) whose sampled latents (per coder) this run explains, those still
-    eligible here, instead of its own sample. A sweep sets it to its first variant for every variant whose record settings differ: a setting
-    that changes which latents are eligible (context length, windows needed) would otherwise draw another sample,
-    and a paired comparison needs the same latents."""
+    eligible here, instead of its own sample. A sweep sets it to its first variant for every variant whose record
+    settings differ: a setting that changes which latents are eligible (context length, windows needed) would
+    otherwise draw another sample, and a paired comparison needs the same latents."""
     seed: int = 0
 
     @property

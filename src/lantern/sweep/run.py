@@ -157,11 +157,11 @@ def prepare_variant(sweep: Sweep, state: VariantState, cfg: RunConfig) -> None:
     run_dir = Path(state.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (sweep.path / CACHE).mkdir(parents=True, exist_ok=True)
-    shared_records = sweep.path / RECORDS / records_key(cfg)
-    shared_records.mkdir(parents=True, exist_ok=True)
     _link(sweep.path / CACHE, run_dir / CACHE)
-    if not ("records" in state.done and (run_dir / RECORDS).is_symlink()):
-        _link(shared_records, run_dir / RECORDS)  # finished records stay linked to what they were built from
+    if not ("records" in state.done and (run_dir / RECORDS).is_symlink()):  # finished records stay where built
+        shared_records = sweep.path / RECORDS / records_key(cfg)
+        shared_records.mkdir(parents=True, exist_ok=True)
+        _link(shared_records, run_dir / RECORDS)
     (sweep.path / RESPONSE_CACHE).touch(exist_ok=True)
     _link(sweep.path / RESPONSE_CACHE, run_dir / RESPONSE_CACHE)
     cfg.save()
